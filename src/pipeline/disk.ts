@@ -1,0 +1,61 @@
+/**
+ * The two interfaces that connect disks to the repository pipelines.
+ *
+ * A backup reads a `DiskSource` (a raw image file, a VDDK handle on a snapshot disk); a restore
+ * writes a `DiskTarget` (a raw image file, a VDDK handle on a VM disk). All offsets and lengths are
+ * in bytes. Disk sizes stay far below 2^53, so plain numbers are exact.
+ */
+
+/** A byte range of a disk. */
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface DiskSource {
+  /** Size of the disk in bytes. Need not be a multiple of the chunk size. */
+  readonly capacity: number;
+  /**
+   * The extents the backup must read, sorted by offset, not overlapping, inside the capacity.
+   * For a full backup these are the allocated areas (holes are not listed and read as zeros);
+   * for an incremental, the changed areas as CBT reports them.
+   */
+  extents(): Promise<readonly Extent[]>;
+  /**
+   * Read exactly `length` bytes at `offset`. The returned Buffer must own its whole ArrayBuffer
+   * (byteOffset 0, byteLength equal to the ArrayBuffer's), so that the pipeline can transfer it to
+   * a worker thread without copying.
+   */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** How many reads the source can usefully keep in flight (defaults to 1 when absent). */
+  readonly maxConcurrentReads?: number;
+  /** A short description for progress lines and errors, e.g. the image path or the VMDK name. */
+  readonly description: string;
+  close(): Promise<void>;
+}
+
+export interface DiskTarget {
+  /** Size of the disk in bytes; writes beyond it are refused. */
+  readonly capacity: number;
+  write(offset: number, data: Buffer): Promise<void>;
+  /**
+   * Make a range read back as zeros. Targets that can punch holes (sparse files) do so; others
+   * write zeros. When absent, the restore writes zero buffers.
+   */
+  zero?(offset: number, length: number): Promise<void>;
+  /** How many writes the target can usefully keep in flight (defaults to 1 when absent). */
+  readonly maxConcurrentWrites?: number;
+  readonly description: string;
+  /** Make everything written durable. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Progress of a long operation, reported often enough for a progress bar. */
+export interface Progress {
+  /** Bytes of the work done so far and in total (total may grow while extents are discovered). */
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+}
+
+export type ProgressListener = (progress: Progress) => void;
