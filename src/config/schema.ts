@@ -56,11 +56,9 @@ export const configSchema = z.strictObject({
   manager: managerSchema.optional(),
   api: apiSchema,
   database: z.strictObject({
-    url: z
-      .string()
-      .refine((u) => /^postgres(ql)?:\/\//.test(u), {
-        message: 'must be a postgres:// or postgresql:// URL',
-      }),
+    url: z.string().refine((u) => /^postgres(ql)?:\/\//.test(u), {
+      message: 'must be a postgres:// or postgresql:// URL',
+    }),
   }),
   redis: z.strictObject({
     url: z
