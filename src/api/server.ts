@@ -3,6 +3,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { ConnectionOptions } from 'bullmq';
+import type { Express } from 'express';
 import { migrateCatalog, openCatalog, type Pool } from '../catalog/db.js';
 import { SecretBox } from '../catalog/secret-box.js';
 import { ConfigError, readSecretFile, type LoadedConfig } from '../config/load.js';
@@ -31,6 +32,7 @@ export function redisConnection(url: string): ConnectionOptions {
 }
 
 export interface RunningApi {
+  readonly app: Express;
   readonly url: string;
   readonly port: number;
   readonly pool: Pool;
@@ -110,6 +112,7 @@ export async function startApi(loaded: LoadedConfig, options: StartApiOptions = 
     const url = `${tls === undefined ? 'http' : 'https'}://${host}:${port}`;
     logger.info({ url, tls: tls !== undefined }, 'API listening');
     return {
+      app,
       url,
       port,
       pool,

@@ -379,7 +379,10 @@ describe('API: restore points, restores, repository', () => {
       body: { restorePointId: pointId, target: { kind: 'tape' } },
     });
     assert.equal(badKind.status, 400);
-    assert.match(errMsg(badKind.json), /body\.target\.kind: Invalid discriminator value\. Expected 'file' \| 'vm' \| 'new-vm'/);
+    assert.match(
+      errMsg(badKind.json),
+      /body\.target\.kind: Invalid discriminator value\. Expected 'file' \| 'vm' \| 'new-vm'/,
+    );
     const rel = await h.call('POST', '/api/v1/restores', {
       body: { restorePointId: pointId, target: { kind: 'file', directory: 'restore' } },
     });
