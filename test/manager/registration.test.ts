@@ -1,0 +1,172 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig, type LoadedConfig } from '../../src/config/load.js';
+import { LabManager } from '../../src/lab/manager.js';
+import type { RegistrationAgent } from '../../src/manager/agent.js';
+import { createProxyAgent } from '../../src/manager/proxy-agent.js';
+import { createLogger } from '../../src/log.js';
+import { version } from '../../src/version.js';
+
+let root: string;
+const agents: RegistrationAgent[] = [];
+const managers: LabManager[] = [];
+before(() => {
+  root = mkdtempSync(join(tmpdir(), 'vbproxy-manager-'));
+});
+after(async () => {
+  for (const a of agents) await a.stop();
+  for (const m of managers) await m.stop();
+  rmSync(root, { recursive: true, force: true });
+});
+
+let n = 0;
+function setup(managerUrl: string, token: string) {
+  const dir = join(root, `p${n++}`);
+  mkdirSync(join(dir, 'repo'), { recursive: true });
+  const tokenFile = join(dir, 'enroll.token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const config = {
+    proxy: { name: `proxy-${n}`, vmMoref: 'vm-100', biosUuid: '4210b1c4-1b2c-4d5e-8f90-123456789abc' },
+    manager: {
+      url: managerUrl,
+      enrollmentTokenFile: tokenFile,
+      credentialsFile: join(dir, 'credentials.json'),
+    },
+    api: { plainHttp: true, tokensFile: join(dir, 'tokens.json') },
+    database: { url: 'postgres://127.0.0.1/none' },
+    redis: { url: 'redis://127.0.0.1:6379' },
+    repository: { path: join(dir, 'repo'), passphraseFile: join(dir, 'pass') },
+    catalog: { secretKeyFile: join(dir, 'key') },
+    worker: { diskConcurrency: 3 },
+  };
+  const loaded: LoadedConfig = {
+    path: join(dir, 'config.json'),
+    config: parseConfig(JSON.stringify(config), 'test'),
+  };
+  const agent = createProxyAgent(loaded, {
+    logger: createLogger('test-agent', { level: 'silent' }),
+    backoff: { initialMs: 30, maxMs: 120 },
+    redisOk: async () => true,
+    inventory: {
+      async hostsAndDatastores() {
+        return {
+          hosts: [{ moref: 'host-10', name: 'esx1.lab' }],
+          datastores: [{ moref: 'datastore-20', name: 'ds1' }],
+        };
+      },
+    },
+    apiUrl: 'https://proxy-1.lab:8443',
+  });
+  agents.push(agent);
+  return { dir, tokenFile, credentialsFile: config.manager.credentialsFile, agent };
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 8000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe('registration with the lab manager', () => {
+  test('manager down at boot: the agent keeps retrying with backoff and registers once the manager is up', async () => {
+    const port = await freePort();
+    const lab = new LabManager({ heartbeatIntervalSeconds: 1 });
+    managers.push(lab);
+    const token = lab.newEnrollmentToken();
+    const p = setup(`http://127.0.0.1:${port}`, token);
+    p.agent.start();
+    await until('unreachable state', () => p.agent.status().state === 'manager-unreachable');
+    assert.match(
+      p.agent.status().lastError ?? '',
+      /cannot reach the manager at http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED/,
+    );
+    assert.equal(existsSync(p.credentialsFile), false);
+    await new Promise((r) => setTimeout(r, 200)); // several failed attempts, the process carries on
+    await lab.start(port);
+    await until(
+      'registered',
+      () => p.agent.status().state === 'registered' && p.agent.status().heartbeats > 0,
+    );
+    assert.equal(lab.proxies().length, 1);
+  });
+
+  test('an invalid token is rejected, not retried as is, and a valid token written later registers', async () => {
+    const lab = new LabManager({ heartbeatIntervalSeconds: 1 });
+    managers.push(lab);
+    const url = await lab.start();
+    const p = setup(url, 'enr_not-a-token-the-manager-knows');
+    p.agent.start();
+    await until('rejected', () => p.agent.status().state === 'enrollment-rejected');
+    assert.match(p.agent.status().lastError ?? '', /enrollment token is not valid/);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(lab.requests.filter((r) => r.status === 401).length, 1, 'the rejected token is tried once');
+    assert.equal(p.agent.status().state, 'enrollment-rejected');
+    writeFileSync(p.tokenFile, lab.newEnrollmentToken(), { mode: 0o600 });
+    await until('registered', () => p.agent.status().state === 'registered');
+  });
+
+  test('a revoked proxy drops its credentials, keeps away from the old token, and re-registers with a new one', async () => {
+    const lab = new LabManager({ heartbeatIntervalSeconds: 1 });
+    managers.push(lab);
+    const url = await lab.start();
+    const p = setup(url, lab.newEnrollmentToken()); // the old token stays valid at the manager
+    p.agent.start();
+    await until('registered', () => p.agent.status().state === 'registered');
+    const first = p.agent.status().proxyId!;
+    lab.revoke(first);
+    await until('revoked', () => p.agent.status().state === 'revoked', 5000);
+    assert.equal(existsSync(p.credentialsFile), false);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(lab.proxies().length, 1, 'no re-registration with the token of the revoked registration');
+    writeFileSync(p.tokenFile, lab.newEnrollmentToken(), { mode: 0o600 });
+    await until('re-registered', () => p.agent.status().state === 'registered');
+    assert.notEqual(p.agent.status().proxyId, first);
+    assert.equal(lab.proxies().length, 2);
+  });
+
+  test('registration and heartbeat content; credentials stored 0600 without the enrollment token', async () => {
+    const lab = new LabManager({ heartbeatIntervalSeconds: 1 });
+    managers.push(lab);
+    const url = await lab.start();
+    const token = lab.newEnrollmentToken();
+    const p = setup(url, token);
+    p.agent.start();
+    await until('two heartbeats', () => p.agent.status().heartbeats >= 2, 6000);
+    const [proxy] = lab.proxies();
+    assert.ok(proxy);
+    const reg = proxy.registration;
+    assert.equal(reg.version, version);
+    assert.deepEqual(reg.vm, { moref: 'vm-100', biosUuid: '4210b1c4-1b2c-4d5e-8f90-123456789abc' });
+    assert.deepEqual(reg.hosts, [{ moref: 'host-10', name: 'esx1.lab' }]);
+    assert.deepEqual(reg.datastores, [{ moref: 'datastore-20', name: 'ds1' }]);
+    assert.equal(reg.capacity.diskConcurrency, 3);
+    assert.ok(reg.capacity.cpus >= 1 && reg.capacity.memoryBytes > 0);
+    assert.equal(reg.apiUrl, 'https://proxy-1.lab:8443');
+    const hb = proxy.heartbeats[0]!;
+    assert.equal(hb.version, version);
+    assert.equal(hb.load.diskConcurrency, 3);
+    assert.equal(hb.load.runningJobs, 0);
+    assert.deepEqual(hb.health, { database: false, redis: true, datastore: true });
+    assert.equal(hb.status, 'degraded', 'no catalog in this test, so the proxy reports itself degraded');
+    assert.ok(Date.now() - Date.parse(hb.time) < 10_000);
+
+    assert.equal(statSync(p.credentialsFile).mode & 0o777, 0o600);
+    const creds = readFileSync(p.credentialsFile, 'utf8');
+    assert.ok(!creds.includes(token));
+    assert.equal(JSON.parse(creds).proxyId, proxy.proxyId);
+  });
+});
