@@ -124,7 +124,6 @@ export function createApp(deps: ApiDeps, routes: readonly RouteDef[] = defaultRo
     next(new ApiError(404, 'NO_ROUTE', `no route ${req.method} ${req.path}`));
   });
 
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = errorToResponse(err);
     if (e.status >= 500) {

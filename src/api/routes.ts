@@ -1,23 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
-import { z } from 'zod';
-import {
-  getJob,
-  insertJob,
-  deleteJob,
-  listJobEvents,
-  listJobs,
-  requestCancel,
-  finishJob,
-  addJobEvent,
-} from '../catalog/jobs.js';
+import type { z } from 'zod';
+import { getJob, listJobEvents, listJobs } from '../catalog/jobs.js';
 import {
   deletePolicy,
   getPolicy,
   insertPolicy,
   listPolicies,
   updatePolicy,
-  type Policy,
   type PolicyFields,
 } from '../catalog/policies.js';
 import { getRestorePoint, listRestorePoints } from '../catalog/restore-points.js';
@@ -30,15 +19,8 @@ import {
   type Vcenter,
 } from '../catalog/vcenters.js';
 import { describeError } from '../errors.js';
-import {
-  enqueueBackup,
-  enqueueMaintenance,
-  enqueueRestore,
-  QUEUE_NAMES,
-  removeIfWaiting,
-  type MaintenanceOperation,
-  type QueueKind,
-} from '../jobs/queues.js';
+import { QUEUE_NAMES, type MaintenanceOperation } from '../jobs/queues.js';
+import { cancelJob, QUEUE_KIND, runPolicy, startMaintenance, startRestore } from './operations.js';
 import { ApiError } from './errors.js';
 import { checkHealth, repositoryStatus } from './health.js';
 import { route, type RouteDef } from './route.js';
@@ -70,70 +52,8 @@ function policyFields(b: z.output<typeof s.policyBody>, deps: ApiDeps): PolicyFi
   };
 }
 
-const QUEUE_KIND: Record<string, QueueKind> = {
-  [QUEUE_NAMES.backup]: 'backup',
-  [QUEUE_NAMES.restore]: 'restore',
-  [QUEUE_NAMES.maintenance]: 'maintenance',
-};
-
-async function runPolicy(deps: ApiDeps, policy: Policy, vmMorefs: string[] | undefined) {
-  let vms: { moref: string; name?: string }[];
-  if (vmMorefs !== undefined) {
-    vms = vmMorefs.map((moref) => ({ moref }));
-  } else {
-    try {
-      vms = await deps.vmResolver.resolve(policy);
-    } catch (err) {
-      throw new ApiError(422, 'POLICY_SELECTION_UNRESOLVED', describeError(err), { cause: err });
-    }
-  }
-  const jobs: { vmMoref: string; jobId: string; queued: boolean; reason?: string }[] = [];
-  for (const vm of vms) {
-    const jobId = randomUUID();
-    await insertJob(deps.pool, {
-      id: jobId,
-      type: 'backup',
-      trigger: 'api',
-      queue: QUEUE_NAMES.backup,
-      policyId: policy.id,
-      vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
-      vmName: vm.name ?? null,
-    });
-    const r = await enqueueBackup(deps.queues, {
-      jobId,
-      policyId: policy.id,
-      vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
-      trigger: 'api',
-    });
-    if (r.queued) {
-      deps.logger.info({ jobId, vm: vm.moref, policy: policy.name }, 'backup queued');
-      jobs.push({ vmMoref: vm.moref, jobId, queued: true });
-    } else {
-      await deleteJob(deps.pool, jobId);
-      jobs.push({
-        vmMoref: vm.moref,
-        jobId: r.existingJobId,
-        queued: false,
-        reason: `a backup of ${vm.moref} is already queued or running (job ${r.existingJobId})`,
-      });
-    }
-  }
-  return { jobs };
-}
-
-async function startMaintenance(deps: ApiDeps, operation: MaintenanceOperation, readData?: boolean) {
-  const jobId = randomUUID();
-  await insertJob(deps.pool, {
-    id: jobId,
-    type: operation,
-    trigger: 'api',
-    queue: QUEUE_NAMES.maintenance,
-    params: { repository: deps.repositoryPath, ...(readData === undefined ? {} : { readData }) },
-  });
-  await enqueueMaintenance(deps.queues, { jobId, operation, repository: deps.repositoryPath, readData });
-  deps.logger.info({ jobId, operation }, 'maintenance job queued');
+async function maintenance(deps: ApiDeps, operation: MaintenanceOperation, readData?: boolean) {
+  const jobId = await startMaintenance(deps, operation, readData);
   return { status: 202, json: { jobId, queue: QUEUE_NAMES.maintenance } };
 }
 
@@ -454,25 +374,7 @@ export const routes: RouteDef[] = [
     response: s.jobResponse,
     errors: [...E_ID, 409],
     handler: async ({ deps, params }) => {
-      const before = await getJob(deps.pool, params.id);
-      if (before.state !== 'queued' && before.state !== 'running') {
-        throw new ApiError(
-          409,
-          'JOB_FINISHED',
-          `job ${before.id} has already ${before.state}; nothing to cancel`,
-        );
-      }
-      await requestCancel(deps.pool, before.id);
-      const kind = QUEUE_KIND[before.queue];
-      if (kind !== undefined && (await removeIfWaiting(deps.queues, kind, before.id))) {
-        await finishJob(deps.pool, before.id, {
-          state: 'cancelled',
-          errorMessage: 'cancelled before it started',
-        });
-      }
-      await addJobEvent(deps.pool, before.id, 'info', 'cancellation requested');
-      deps.logger.info({ jobId: before.id, vm: before.vmMoref }, 'job cancellation requested');
-      return { status: 202, json: plain(await getJob(deps.pool, before.id)) };
+      return { status: 202, json: plain(await cancelJob(deps, params.id)) };
     },
   }),
 
@@ -524,31 +426,7 @@ export const routes: RouteDef[] = [
     response: s.jobAccepted,
     errors: [...E_WRITE, 404],
     handler: async ({ deps, body }) => {
-      const point = await getRestorePoint(deps.pool, body.restorePointId);
-      if (body.target.kind !== 'file') await getVcenter(deps.pool, body.target.vcenterId);
-      const keys = body.target.kind === 'new-vm' ? undefined : body.target.diskKeys;
-      for (const k of keys ?? []) {
-        if (!point.disks.some((d) => d.diskKey === k)) {
-          throw new ApiError(
-            400,
-            'RESTORE_UNKNOWN_DISK',
-            `target.diskKeys: restore point ${point.id} has no disk ${k}`,
-          );
-        }
-      }
-      const jobId = randomUUID();
-      await insertJob(deps.pool, {
-        id: jobId,
-        type: 'restore',
-        trigger: 'api',
-        queue: QUEUE_NAMES.restore,
-        vcenterId: point.vcenterId,
-        vmMoref: point.vmMoref,
-        vmName: point.vmName,
-        params: { restorePointId: point.id, target: body.target },
-      });
-      await enqueueRestore(deps.queues, { jobId, restorePointId: point.id, target: body.target });
-      deps.logger.info({ jobId, vm: point.vmMoref, target: body.target.kind }, 'restore queued');
+      const jobId = await startRestore(deps, body.restorePointId, body.target);
       return { status: 202, json: { jobId, queue: QUEUE_NAMES.restore } };
     },
   }),
@@ -575,7 +453,7 @@ export const routes: RouteDef[] = [
     status: 202,
     response: s.jobAccepted,
     errors: E_WRITE,
-    handler: async ({ deps, body }) => startMaintenance(deps, 'verify', body.readData),
+    handler: async ({ deps, body }) => maintenance(deps, 'verify', body.readData),
   }),
   route({
     method: 'post',
@@ -587,7 +465,7 @@ export const routes: RouteDef[] = [
     status: 202,
     response: s.jobAccepted,
     errors: E_WRITE,
-    handler: async ({ deps }) => startMaintenance(deps, 'prune'),
+    handler: async ({ deps }) => maintenance(deps, 'prune'),
   }),
   route({
     method: 'post',
@@ -599,6 +477,6 @@ export const routes: RouteDef[] = [
     status: 202,
     response: s.jobAccepted,
     errors: E_WRITE,
-    handler: async ({ deps }) => startMaintenance(deps, 'gc'),
+    handler: async ({ deps }) => maintenance(deps, 'gc'),
   }),
 ];
