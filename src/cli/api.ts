@@ -66,7 +66,8 @@ export function apiCommand(): Command {
     .addOption(new Option('--scope <scope>', 'read < operate < admin').choices(SCOPES).default('read'))
     .option('-c, --config <file>', 'configuration file')
     .option('--json', 'JSON output')
-    .action((opts: { name: string; scope: Scope; config?: string; json?: boolean }) => {
+    .action((_opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<{ name: string; scope: Scope; config?: string; json?: boolean }>();
       const loaded = loadConfig(opts.config);
       const t = createToken(loaded.config.api.tokensFile, opts.name, [opts.scope]);
       output(opts.json === true, { name: opts.name, scope: opts.scope, token: t }, () => t);
@@ -76,7 +77,8 @@ export function apiCommand(): Command {
     .description('list token names and scopes (never the tokens)')
     .option('-c, --config <file>', 'configuration file')
     .option('--json', 'JSON output')
-    .action((opts: { config?: string; json?: boolean }) => {
+    .action((_opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<{ config?: string; json?: boolean }>();
       const loaded = loadConfig(opts.config);
       const tokens = readTokensFile(loaded.config.api.tokensFile).tokens.map((t) => ({
         name: t.name,
@@ -95,7 +97,8 @@ export function apiCommand(): Command {
     .description('remove a token by name')
     .requiredOption('--name <name>', 'the token name')
     .option('-c, --config <file>', 'configuration file')
-    .action((opts: { name: string; config?: string }) => {
+    .action((_opts: unknown, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<{ name: string; config?: string }>();
       const loaded = loadConfig(opts.config);
       if (!revokeToken(loaded.config.api.tokensFile, opts.name)) {
         throw new UsageError(`no token named "${opts.name}"`);

@@ -159,7 +159,7 @@ export class LabManager {
       res.json({ heartbeatIntervalSeconds: this.#interval });
     });
     app.use((req, res) => fail(res, 404, 'invalid_request', `no route ${req.method} ${req.path}`));
-      app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
       const status = (err as { status?: number }).status ?? 500;
       fail(res, status, 'invalid_request', (err as Error).message);
     });
