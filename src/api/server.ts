@@ -6,6 +6,7 @@ import type { ConnectionOptions } from 'bullmq';
 import type { Express } from 'express';
 import { migrateCatalog, openCatalog, type Pool } from '../catalog/db.js';
 import { SecretBox } from '../catalog/secret-box.js';
+import { lastRestorePointPerVm } from '../catalog/restore-points.js';
 import { ConfigError, readSecretFile, type LoadedConfig } from '../config/load.js';
 import { openQueues, queueCounts, type Queues } from '../jobs/queues.js';
 import { createLogger, type Logger } from '../log.js';
@@ -82,6 +83,7 @@ export async function startApi(loaded: LoadedConfig, options: StartApiOptions = 
     const metrics = options.metrics ?? new Metrics();
     const q = queues;
     metrics.setQueueSource(() => queueCounts(q));
+    metrics.setLastSuccessSource(() => lastRestorePointPerVm(pool));
     const app = createApp({
       pool,
       queues,

@@ -206,3 +206,11 @@ export async function restorePointTotals(
   const r = rows[0]!;
   return { points: r.points, vms: r.vms, lastAt: r.last_at };
 }
+
+/** The newest restore point's commit time per VM moref (for the last-success metric). */
+export async function lastRestorePointPerVm(db: Queryable): Promise<{ vm: string; at: Date }[]> {
+  const { rows } = await db.query<{ vm: string; at: Date }>(
+    'SELECT vm_moref AS vm, max(created_at) AS at FROM restore_points GROUP BY vm_moref',
+  );
+  return rows;
+}

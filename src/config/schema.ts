@@ -85,6 +85,13 @@ export const configSchema = z.strictObject({
       diskConcurrency: z.number().int().min(1).max(64).default(4),
     })
     .default({ diskConcurrency: 4 }),
+  /** Where a process without the API (the worker) serves /metrics. */
+  metrics: z
+    .strictObject({
+      listen: z.string().min(1).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(9464),
+    })
+    .default({ listen: '127.0.0.1', port: 9464 }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

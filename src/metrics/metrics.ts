@@ -43,6 +43,9 @@ const VDDK_CODES = new Set([
 /** A source of queue counts (implemented by src/jobs/queues.ts `queueCounts`). */
 export type QueueCountSource = () => Promise<Record<string, Record<string, number>>>;
 
+/** The newest committed restore point per VM (implemented from the catalog). */
+export type LastSuccessSource = () => Promise<{ vm: string; at: Date }[]>;
+
 export interface DiskRecord {
   mode: DiskMode;
   transport: MetricTransport;
@@ -66,6 +69,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly #maxVms: number;
   readonly #vms = new Set<string>();
+  readonly #lastSeen = new Map<string, number>();
 
   readonly jobsTotal: Counter<'type' | 'result'>;
   readonly jobDuration: Histogram<'type'>;
@@ -87,6 +91,7 @@ export class Metrics {
   readonly datastoreFreeRatio: Gauge;
 
   #queueSource: QueueCountSource | undefined;
+  #lastSuccessSource: LastSuccessSource | undefined;
 
   constructor(options: MetricsOptions = {}) {
     this.#maxVms = options.maxVms ?? 5000;
@@ -175,6 +180,17 @@ export class Metrics {
       help: 'Unix time of the last successful backup of each VM',
       labelNames: ['vm'],
       registers: r,
+      async collect() {
+        const source = self.#lastSuccessSource;
+        if (source === undefined) return;
+        let rows: { vm: string; at: Date }[];
+        try {
+          rows = await source();
+        } catch {
+          return; // catalog down: keep what was recorded; /readyz reports the outage
+        }
+        for (const row of rows) self.recordBackupSucceeded(row.vm, row.at);
+      },
     });
     this.vmLabelOverflow = new Counter({
       name: 'vbproxy_vm_label_overflow_total',
@@ -221,6 +237,14 @@ export class Metrics {
     });
   }
 
+  /**
+   * Lets the last-success gauge read the catalog at scrape time (the API process does this, so the
+   * metric survives worker restarts and covers every worker sharing the catalog).
+   */
+  setLastSuccessSource(source: LastSuccessSource): void {
+    this.#lastSuccessSource = source;
+  }
+
   /** Lets the queue gauges read BullMQ's counts at scrape time. */
   setQueueSource(source: QueueCountSource): void {
     this.#queueSource = source;
@@ -256,7 +280,11 @@ export class Metrics {
       }
       this.#vms.add(vm);
     }
-    this.lastSuccess.set({ vm }, at.getTime() / 1000);
+    const seconds = at.getTime() / 1000;
+    const previous = this.#lastSeen.get(vm) ?? 0;
+    if (seconds < previous) return;
+    this.#lastSeen.set(vm, seconds);
+    this.lastSuccess.set({ vm }, seconds);
   }
 
   recordOrphanDisksDetached(count: number): void {

@@ -432,5 +432,9 @@ describe('API: restore points, restores, repository', () => {
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type') ?? '', /text\/plain/);
     assert.match(r.text, /vbproxy_queue_jobs\{queue="backup",state="waiting"\} 2/);
+    // the last-success gauge is read from the catalog at scrape time (restore points added above)
+    const m = /vbproxy_last_successful_backup_timestamp_seconds\{vm="vm-11"\} (\d+(\.\d+)?)/.exec(r.text);
+    assert.ok(m, 'last success of vm-11 is exported');
+    assert.ok(Math.abs(Number(m[1]) - Date.now() / 1000) < 600);
   });
 });

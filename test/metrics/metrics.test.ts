@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { openQueues, queueCounts } from '../../src/jobs/queues.js';
+import { startMetricsServer } from '../../src/metrics/server.js';
 
 const root = new URL('../../../', import.meta.url).pathname;
 
@@ -106,6 +107,24 @@ describe('metrics', () => {
       await queues.close();
     }
   });
+});
+
+test('a worker serves its own /metrics; the last success per VM only moves forward', async () => {
+  const m = new Metrics({ defaults: false });
+  const server = await startMetricsServer(m, { listen: '127.0.0.1', port: 0 });
+  try {
+    m.recordBackupSucceeded('vm-7', new Date(2_000_000_000_000));
+    m.recordBackupSucceeded('vm-7', new Date(1_000_000_000_000)); // an older point read from the catalog
+    const r = await fetch(server.url);
+    assert.equal(r.status, 200);
+    assert.equal(
+      sample(await r.text(), 'vbproxy_last_successful_backup_timestamp_seconds', { vm: 'vm-7' }),
+      2_000_000_000,
+    );
+    assert.equal((await fetch(server.url.replace('/metrics', '/other'))).status, 404);
+  } finally {
+    await server.close();
+  }
 });
 
 describe('monitoring/', () => {
