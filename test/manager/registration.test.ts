@@ -170,3 +170,42 @@ describe('registration with the lab manager', () => {
     assert.equal(JSON.parse(creds).proxyId, proxy.proxyId);
   });
 });
+
+test('the lab manager runs as a process: it prints its URL and token and accepts a registration', async () => {
+  const { spawn } = await import('node:child_process');
+  const { ManagerClient } = await import('../../src/manager/client.js');
+  const main = new URL('../../src/lab/manager-main.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [main, '--heartbeat-interval', '5']);
+  try {
+    const out = await new Promise<string>((resolve, reject) => {
+      let s = '';
+      child.stdout.on('data', (d: Buffer) => {
+        s += d.toString();
+        if (/enrollment token: \S+\n/.test(s)) resolve(s);
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+    });
+    const url = /listening on (\S+)/.exec(out)![1]!;
+    const token = /enrollment token: (\S+)/.exec(out)![1]!;
+    const client = new ManagerClient(url);
+    const r = await client.register(token, {
+      protocolVersion: 1,
+      name: 'p',
+      version,
+      vm: { moref: null, biosUuid: null },
+      hosts: [],
+      datastores: [],
+      capacity: { cpus: 1, memoryBytes: 1, diskConcurrency: 1 },
+      apiUrl: null,
+    });
+    assert.equal(r.heartbeatIntervalSeconds, 5);
+    await assert.rejects(
+      client.register('wrong', { protocolVersion: 1 } as never),
+      /enrollment token is not valid/,
+    );
+  } finally {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
+});
