@@ -355,7 +355,13 @@ export const routes: RouteDef[] = [
       const kind = QUEUE_KIND[job.queue];
       if (kind !== undefined) {
         const qj = await deps.queues[kind].getJob(job.id);
-        if (qj !== undefined) queueState = await qj.getState();
+        if (qj !== undefined) {
+          queueState = await qj.getState();
+          // Workers report live progress with job.updateProgress({doneBytes, totalBytes, phase});
+          // it is newer than the catalog's copy, which is written less often.
+          const live = s.jobProgress.safeParse(qj.progress);
+          if (live.success) job.progress = live.data;
+        }
       }
       return {
         json: plain({ ...job, queueState, events: events.map(({ jobId: _jobId, ...e }) => e) }),

@@ -146,7 +146,12 @@ export const jobQuery = z.strictObject({
   until: timestamp.optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
 });
-const progress = z.object({ doneBytes: z.number(), totalBytes: z.number(), phase: z.string().optional() });
+export const jobProgress = z.object({
+  doneBytes: z.number().min(0),
+  totalBytes: z.number().min(0),
+  phase: z.string().optional(),
+});
+const progress = jobProgress;
 export const jobResponse = z.object({
   id: z.uuid(),
   type: z.enum(JOB_TYPES),

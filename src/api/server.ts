@@ -17,19 +17,29 @@ import { TokenStore } from './auth.js';
 import type { PolicyVmResolver, RegistrationStatus, VcenterConnectionTester } from './deps.js';
 import { explicitMorefResolver, reachabilityTester } from './vcenter-tester.js';
 
-/** Redis connection options from a redis:// or rediss:// URL. */
-export function redisConnection(url: string): ConnectionOptions {
+/** Redis connection options from a redis:// or rediss:// URL (and the password from its file, if any). */
+export function redisConnection(url: string, password?: string): ConnectionOptions {
   const u = new URL(url);
   const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0;
   return {
     host: u.hostname,
     port: Number(u.port || 6379),
     ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
-    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(password === undefined ? {} : { password }),
     db: Number.isInteger(db) ? db : 0,
     ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
     maxRetriesPerRequest: null,
   };
+}
+
+/** The content of an optional secret file key, or undefined when the key is not set. */
+export function optionalSecret(
+  loaded: LoadedConfig,
+  key: 'database.passwordFile' | 'redis.passwordFile',
+): string | undefined {
+  const [section, field] = key.split('.') as ['database' | 'redis', 'passwordFile'];
+  if (loaded.config[section][field] === undefined) return undefined;
+  return readSecretFile(loaded, key).toString('utf8');
 }
 
 export interface RunningApi {
@@ -75,11 +85,16 @@ export async function startApi(loaded: LoadedConfig, options: StartApiOptions = 
     }
     tls = { cert, key: readSecretFile(loaded, 'api.tls.keyFile') };
   }
-  const pool = await openCatalog(config.database.url);
+  const pool = await openCatalog(config.database.url, {
+    password: optionalSecret(loaded, 'database.passwordFile'),
+  });
   let queues: Queues | undefined;
   try {
     await migrateCatalog(pool);
-    queues = openQueues(redisConnection(config.redis.url), config.redis.prefix);
+    queues = openQueues(
+      redisConnection(config.redis.url, optionalSecret(loaded, 'redis.passwordFile')),
+      config.redis.prefix,
+    );
     const metrics = options.metrics ?? new Metrics();
     const q = queues;
     metrics.setQueueSource(() => queueCounts(q));

@@ -13,8 +13,15 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations', import.meta.url));
 
 /** Opens a connection pool and checks that the database answers. */
-export async function openCatalog(url: string, options: { max?: number } = {}): Promise<Pool> {
-  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10 });
+export async function openCatalog(
+  url: string,
+  options: { max?: number; password?: string } = {},
+): Promise<Pool> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    ...(options.password === undefined ? {} : { password: options.password }),
+  });
   pool.on('error', () => {
     /* idle client errors surface on the next query */
   });

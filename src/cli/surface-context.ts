@@ -4,7 +4,7 @@ import { SecretBox } from '../catalog/secret-box.js';
 import { findVcenterByName, getVcenter, type Vcenter } from '../catalog/vcenters.js';
 import { loadConfig, readSecretFile, type LoadedConfig } from '../config/load.js';
 import { openQueues, type Queues } from '../jobs/queues.js';
-import { redisConnection } from '../api/server.js';
+import { optionalSecret, redisConnection } from '../api/server.js';
 import { formatIssues } from '../config/load.js';
 import { createLogger, type Logger } from '../log.js';
 import type { z } from 'zod';
@@ -23,14 +23,20 @@ export interface CliContext {
 export async function openContext(configOption: string | undefined): Promise<CliContext> {
   const loaded = loadConfig(configOption);
   const logger = createLogger('vbproxy', { level: process.env.VBPROXY_LOG_LEVEL ?? 'warn' });
-  const pool = await openCatalog(loaded.config.database.url, { max: 2 });
+  const pool = await openCatalog(loaded.config.database.url, {
+    max: 2,
+    password: optionalSecret(loaded, 'database.passwordFile'),
+  });
   try {
     await migrateCatalog(pool);
   } catch (err) {
     await pool.end();
     throw err;
   }
-  const queues = openQueues(redisConnection(loaded.config.redis.url), loaded.config.redis.prefix);
+  const queues = openQueues(
+    redisConnection(loaded.config.redis.url, optionalSecret(loaded, 'redis.passwordFile')),
+    loaded.config.redis.prefix,
+  );
   let box: SecretBox | undefined;
   return {
     loaded,

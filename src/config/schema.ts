@@ -15,6 +15,14 @@ const httpUrl = z
   .url()
   .refine((u) => /^https?:\/\//.test(u), { message: 'must be an http:// or https:// URL' });
 
+function hasPassword(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return false;
+  }
+}
+
 export const proxySchema = z.strictObject({
   name: z.string().min(1).max(128),
   vmMoref: z
@@ -56,14 +64,22 @@ export const configSchema = z.strictObject({
   manager: managerSchema.optional(),
   api: apiSchema,
   database: z.strictObject({
-    url: z.string().refine((u) => /^postgres(ql)?:\/\//.test(u), {
-      message: 'must be a postgres:// or postgresql:// URL',
-    }),
+    url: z
+      .string()
+      .refine((u) => /^postgres(ql)?:\/\//.test(u), { message: 'must be a postgres:// or postgresql:// URL' })
+      .refine((u) => !hasPassword(u), {
+        message: 'must not contain a password; put it in database.passwordFile',
+      }),
+    passwordFile: absolutePath.optional(),
   }),
   redis: z.strictObject({
     url: z
       .string()
-      .refine((u) => /^rediss?:\/\//.test(u), { message: 'must be a redis:// or rediss:// URL' }),
+      .refine((u) => /^rediss?:\/\//.test(u), { message: 'must be a redis:// or rediss:// URL' })
+      .refine((u) => !hasPassword(u), {
+        message: 'must not contain a password; put it in redis.passwordFile',
+      }),
+    passwordFile: absolutePath.optional(),
     prefix: z
       .string()
       .regex(/^[A-Za-z0-9_-]+$/, 'must contain only letters, digits, "_" and "-"')
@@ -109,5 +125,7 @@ export const SECRET_FILE_KEYS = [
   'api.tokensFile',
   'repository.passphraseFile',
   'catalog.secretKeyFile',
+  'database.passwordFile',
+  'redis.passwordFile',
 ] as const;
 export type SecretFileKey = (typeof SECRET_FILE_KEYS)[number];

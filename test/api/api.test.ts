@@ -258,6 +258,14 @@ describe('API: jobs', () => {
     const detail = s.jobDetail.parse(got.json);
     assert.equal(detail.queueState, 'waiting');
     assert.equal(detail.policyId, policyId);
+    assert.equal(detail.progress, null);
+    await (await h.api.queues.backup.getJob(id))!.updateProgress({
+      doneBytes: 512,
+      totalBytes: 2048,
+      phase: 'read',
+    });
+    const live = s.jobDetail.parse((await h.call('GET', `/api/v1/jobs/${id}`)).json);
+    assert.deepEqual(live.progress, { doneBytes: 512, totalBytes: 2048, phase: 'read' });
 
     const cancel = await h.call('POST', `/api/v1/jobs/${id}/cancel`, { token: h.tokens.operate });
     assert.equal(cancel.status, 202, cancel.text);

@@ -76,6 +76,14 @@ test('a bad value names the key path, the file and the rule', () => {
   const c2 = base();
   (c2.repository as Record<string, unknown>).path = 'relative/dir';
   assert.throws(() => loadConfig(write('rel.json', c2)), /repository\.path: must be an absolute path/);
+  const c4 = base();
+  (c4.database as Record<string, unknown>).url = 'postgres://vbproxy:hunter2@db/vbproxy';
+  assert.throws(
+    () => loadConfig(write('dbpw.json', c4)),
+    (err: Error) =>
+      /database\.url: must not contain a password; put it in database\.passwordFile/.test(err.message) &&
+      !err.message.includes('hunter2'),
+  );
   const c3 = base();
   delete (c3.api as Record<string, unknown>).tls;
   assert.throws(
