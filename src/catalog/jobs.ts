@@ -252,3 +252,9 @@ export async function countJobsByState(db: Queryable): Promise<Record<JobState, 
   for (const r of rows) out[r.state] = r.n;
   return out;
 }
+
+/** Ids of the jobs not finished yet (queued or running): what the pre-flight cleanup must not touch. */
+export async function liveJobIds(db: Queryable): Promise<Set<string>> {
+  const { rows } = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE state IN ('queued', 'running')`);
+  return new Set(rows.map((r) => r.id));
+}

@@ -1,6 +1,6 @@
 import type { Queryable } from './db.js';
-import { inTransaction, type Pool } from './db.js';
-import { NotFoundError } from './errors.js';
+import { inTransaction, isPgError, type Pool } from './db.js';
+import { ConflictError, NotFoundError } from './errors.js';
 import type { ConsistencyMode } from './policies.js';
 
 export type DiskTransport = 'hotadd' | 'nbdssl' | 'nbd' | 'file';
@@ -94,6 +94,22 @@ function toDisk(r: DiskRow): RestorePointDisk {
 
 /** Records a committed restore point and its disks in one transaction. */
 export async function insertRestorePoint(pool: Pool, p: NewRestorePoint): Promise<RestorePointWithDisks> {
+  try {
+    return await insertRestorePointTx(pool, p);
+  } catch (err) {
+    if (isPgError(err, '23505')) {
+      throw new ConflictError(
+        `restore point ${p.manifestName} of repository ${p.repository} is already in the catalog`,
+        {
+          cause: err,
+        },
+      );
+    }
+    throw err;
+  }
+}
+
+async function insertRestorePointTx(pool: Pool, p: NewRestorePoint): Promise<RestorePointWithDisks> {
   return inTransaction(pool, async (c) => {
     const { rows } = await c.query<Row>(
       `INSERT INTO restore_points (job_id, vcenter_id, vm_moref, vm_name, repository, manifest_name, snapshot_time, consistency)
@@ -213,4 +229,17 @@ export async function lastRestorePointPerVm(db: Queryable): Promise<{ vm: string
     'SELECT vm_moref AS vm, max(created_at) AS at FROM restore_points GROUP BY vm_moref',
   );
   return rows;
+}
+
+/** The restore point recorded for a manifest of a repository, if any (catalog rebuild skips those). */
+export async function findRestorePointByManifest(
+  db: Queryable,
+  repository: string,
+  manifestName: string,
+): Promise<RestorePoint | undefined> {
+  const { rows } = await db.query<Row>(
+    'SELECT * FROM restore_points WHERE repository = $1 AND manifest_name = $2',
+    [repository, manifestName],
+  );
+  return rows[0] === undefined ? undefined : toPoint(rows[0]);
 }

@@ -40,6 +40,8 @@ const VDDK_CODES = new Set([
   '16064',
 ]);
 
+const VM_MOREF = /^vm-\d+$/;
+
 /** A source of queue counts (implemented by src/jobs/queues.ts `queueCounts`). */
 export type QueueCountSource = () => Promise<Record<string, Record<string, number>>>;
 
@@ -189,7 +191,9 @@ export class Metrics {
         } catch {
           return; // catalog down: keep what was recorded; /readyz reports the outage
         }
-        for (const row of rows) self.recordBackupSucceeded(row.vm, row.at);
+        for (const row of rows) {
+          if (VM_MOREF.test(row.vm)) self.recordBackupSucceeded(row.vm, row.at);
+        }
       },
     });
     this.vmLabelOverflow = new Counter({
@@ -272,7 +276,7 @@ export class Metrics {
 
   /** `vm` is the VM's moref (never its name, which may be long or carry personal data). */
   recordBackupSucceeded(vm: string, at: Date = new Date()): void {
-    if (!/^vm-\d+$/.test(vm)) throw new TypeError(`recordBackupSucceeded: "${vm}" is not a VM moref`);
+    if (!VM_MOREF.test(vm)) throw new TypeError(`recordBackupSucceeded: "${vm}" is not a VM moref`);
     if (!this.#vms.has(vm)) {
       if (this.#vms.size >= this.#maxVms) {
         this.vmLabelOverflow.inc();

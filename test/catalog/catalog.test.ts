@@ -8,6 +8,8 @@ import {
   deleteVcenter,
   finishJob,
   findLiveBackup,
+  findRestorePointByManifest,
+  liveJobIds,
   getJob,
   getPolicy,
   getRestorePoint,
@@ -142,6 +144,7 @@ describe('catalog', () => {
       vmMoref: 'vm-9',
     });
     assert.equal((await findLiveBackup(db.pool, v.id, 'vm-9'))?.id, id);
+    assert.equal((await liveJobIds(db.pool)).has(id), true);
     await addJobEvent(db.pool, id, 'info', 'snapshot created', { snapshot: 'snapshot-1' });
     await addJobEvent(db.pool, id, 'warn', 'quiesce failed, falling back to crash-consistent');
     const events = await listJobEvents(db.pool, id);
@@ -155,6 +158,7 @@ describe('catalog', () => {
     assert.equal(j.state, 'failed');
     assert.equal(j.errorMessage, 'boom');
     assert.equal(await findLiveBackup(db.pool, v.id, 'vm-9'), undefined);
+    assert.equal((await liveJobIds(db.pool)).has(id), false);
     assert.equal((await listJobs(db.pool, { state: 'failed', vmMoref: 'vm-9' })).length, 1);
     assert.equal((await listJobs(db.pool, { state: 'running' })).length, 0);
   });
@@ -202,6 +206,12 @@ describe('catalog', () => {
       snapshotTime: new Date('2026-01-02T00:00:00Z'),
       disks: [{ ...disk, changeId: '52 a/2', mode: 'incremental' }],
     });
+    await assert.rejects(
+      insertRestorePoint(db.pool, { ...base, manifestName: 'rp-2', snapshotTime: new Date(), disks: [] }),
+      /restore point rp-2 of repository \/srv\/backup is already in the catalog/,
+    );
+    assert.equal((await findRestorePointByManifest(db.pool, '/srv/backup', 'rp-2'))?.id, second.id);
+    assert.equal(await findRestorePointByManifest(db.pool, '/srv/backup', 'rp-9'), undefined);
     const latest = await latestDiskRecord(db.pool, {
       vcenterId: v.id,
       vmMoref: 'vm-5',
