@@ -114,3 +114,57 @@ test('every route with a body or a query is validated by exactly the schema the 
   }
   assert.ok(checked >= 10, `checked ${checked} routes`);
 });
+
+test('every authenticated route answers 401 without a token and 403 below its scope; every body route 400 on bad JSON and 413 when oversized', async () => {
+  const below = { read: null, operate: h.tokens.read, admin: h.tokens.operate } as const;
+  for (const def of routes) {
+    const path = def.path.replace(':id', randomUUID());
+    const method = def.method.toUpperCase();
+    if (def.scope !== null) {
+      const none = await h.call(method, path, { token: null, ...(def.body ? { body: {} } : {}) });
+      assert.equal(none.status, 401, `${method} ${def.path} without a token`);
+      const lower = below[def.scope];
+      if (lower !== null) {
+        const r = await h.call(method, path, { token: lower, ...(def.body ? { body: {} } : {}) });
+        assert.equal(r.status, 403, `${method} ${def.path} with a token below "${def.scope}"`);
+        assert.match(
+          (r.json as { error: { message: string } }).error.message,
+          new RegExp(`lacks the "${def.scope}" scope`),
+        );
+      }
+    }
+    if (def.body !== undefined) {
+      const bad = await h.call(method, path, { rawBody: '{"a": [1, 2' });
+      assert.equal(bad.status, 400, `${method} ${def.path} malformed JSON`);
+      assert.match((bad.json as { error: { code: string } }).error.code, /MALFORMED_JSON/);
+      const big = await h.call(method, path, { body: { pad: 'x'.repeat(5000) } });
+      assert.equal(big.status, 413, `${method} ${def.path} oversized`);
+    }
+  }
+});
+
+test('every route with an id answers 404 for an unknown id (with an otherwise valid request)', async () => {
+  const vc = await h.call('POST', '/api/v1/vcenters', {
+    body: { name: 'vc-404', url: `https://127.0.0.1:${h.api.port}/sdk`, username: 'u', password: 'p' },
+  });
+  const validBodies: Record<string, unknown> = {
+    'put /api/v1/policies/:id': {
+      name: 'p404',
+      vcenterId: (vc.json as { id: string }).id,
+      vmSelection: { morefs: ['vm-1'] },
+      retention: { keepLast: 1 },
+    },
+    'post /api/v1/policies/:id/run': {},
+  };
+  let checked = 0;
+  for (const def of routes.filter((d) => d.path.includes(':id'))) {
+    const key = `${def.method} ${def.path}`;
+    const r = await h.call(def.method.toUpperCase(), def.path.replace(':id', randomUUID()), {
+      ...(def.body !== undefined ? { body: validBodies[key] ?? {} } : {}),
+    });
+    assert.equal(r.status, 404, `${key}: ${r.text}`);
+    assert.match((r.json as { error: { message: string } }).error.message, /^no .+ with id [0-9a-f-]{36}$/);
+    checked++;
+  }
+  assert.equal(checked, 10);
+});
