@@ -30,7 +30,13 @@ export function readCredentials(file: string): Credentials | undefined {
       cause: err,
     });
   }
-  const r = credentialsSchema.safeParse(JSON.parse(text));
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
+  }
+  const r = credentialsSchema.safeParse(raw);
   if (!r.success) {
     throw new VbproxyError(
       'MANAGER_CREDENTIALS',
