@@ -27,6 +27,7 @@ import {
 import type { Logger } from '../log.js';
 import type { PolicyVmResolver } from './deps.js';
 import { ApiError } from './errors.js';
+import { jobProgress } from './schemas.js';
 
 /**
  * The operations that create or change jobs, shared by the API routes and the `vbproxy` command:
@@ -183,4 +184,20 @@ export async function cancelJob(deps: OperationDeps, id: string): Promise<Job> {
   await addJobEvent(deps.pool, before.id, 'info', 'cancellation requested');
   deps.logger.info({ jobId: before.id, vm: before.vmMoref }, 'job cancellation requested');
   return getJob(deps.pool, before.id);
+}
+
+/**
+ * A job's BullMQ state and its freshest progress: the worker's `job.updateProgress` value when it
+ * has one, else the catalog's copy.
+ */
+export async function liveJobState(
+  queues: Queues,
+  job: Job,
+): Promise<{ queueState: string | null; progress: Job['progress'] }> {
+  const kind = QUEUE_KIND[job.queue];
+  if (kind === undefined) return { queueState: null, progress: job.progress };
+  const qj = await queues[kind].getJob(job.id);
+  if (qj === undefined) return { queueState: null, progress: job.progress };
+  const live = jobProgress.safeParse(qj.progress);
+  return { queueState: await qj.getState(), progress: live.success ? live.data : job.progress };
 }

@@ -20,7 +20,7 @@ import {
 } from '../catalog/vcenters.js';
 import { describeError } from '../errors.js';
 import { QUEUE_NAMES, type MaintenanceOperation } from '../jobs/queues.js';
-import { cancelJob, QUEUE_KIND, runPolicy, startMaintenance, startRestore } from './operations.js';
+import { cancelJob, liveJobState, runPolicy, startMaintenance, startRestore } from './operations.js';
 import { ApiError } from './errors.js';
 import { checkHealth, repositoryStatus } from './health.js';
 import { route, type RouteDef } from './route.js';
@@ -351,20 +351,9 @@ export const routes: RouteDef[] = [
     handler: async ({ deps, params }) => {
       const job = await getJob(deps.pool, params.id);
       const events = await listJobEvents(deps.pool, job.id);
-      let queueState: string | null = null;
-      const kind = QUEUE_KIND[job.queue];
-      if (kind !== undefined) {
-        const qj = await deps.queues[kind].getJob(job.id);
-        if (qj !== undefined) {
-          queueState = await qj.getState();
-          // Workers report live progress with job.updateProgress({doneBytes, totalBytes, phase});
-          // it is newer than the catalog's copy, which is written less often.
-          const live = s.jobProgress.safeParse(qj.progress);
-          if (live.success) job.progress = live.data;
-        }
-      }
+      const { queueState, progress } = await liveJobState(deps.queues, job);
       return {
-        json: plain({ ...job, queueState, events: events.map(({ jobId: _jobId, ...e }) => e) }),
+        json: plain({ ...job, progress, queueState, events: events.map(({ jobId: _jobId, ...e }) => e) }),
       };
     },
   }),

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { cancelJob } from '../api/operations.js';
+import { cancelJob, liveJobState } from '../api/operations.js';
 import { jobQuery } from '../api/schemas.js';
 import { getJob, JOB_STATES, JOB_TYPES, listJobEvents, listJobs, type Job } from '../catalog/jobs.js';
 import { bytes, output, parseWith, table, withContext } from './surface-context.js';
@@ -109,6 +109,7 @@ export function jobsCommand(): Command {
                 ? [await getJob(ctx.pool, id)]
                 : await listJobs(ctx.pool, { state: 'running' });
             for (const j of jobs) {
+              j.progress = (await liveJobState(ctx.queues, j)).progress;
               const total = Math.max(1, j.progress?.totalBytes ?? 1);
               const payload = { label: `${j.type} ${j.vmMoref ?? ''} ${j.id.slice(0, 8)}`, state: j.state };
               let bar = shown.get(j.id);
