@@ -209,3 +209,59 @@ test('the lab manager runs as a process: it prints its URL and token and accepts
     await exited;
   }
 });
+
+test('the lab manager answers the protocol errors of docs/manager-protocol.md', async () => {
+  const lab = new LabManager();
+  managers.push(lab);
+  const url = await lab.start();
+  const token = lab.newEnrollmentToken();
+  const post = async (path: string, bearer: string, body: unknown) => {
+    const r = await fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return {
+      status: r.status,
+      body: (await r.json()) as { error?: { code: string; message: string } } & Record<string, unknown>,
+    };
+  };
+  const good = {
+    protocolVersion: 1,
+    name: 'p',
+    version,
+    vm: { moref: null, biosUuid: null },
+    hosts: [],
+    datastores: [],
+    capacity: { cpus: 1, memoryBytes: 1, diskConcurrency: 1 },
+    apiUrl: null,
+  };
+  const bad = await post('/api/v1/proxies/register', token, {
+    ...good,
+    capacity: { cpus: 0, memoryBytes: 1, diskConcurrency: 1 },
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error?.code, 'invalid_request');
+  assert.match(bad.body.error?.message ?? '', /^capacity\.cpus: /);
+  const v2 = await post('/api/v1/proxies/register', token, { ...good, protocolVersion: 2 });
+  assert.equal(v2.body.error?.code, 'unsupported_protocol');
+  const reg = await post('/api/v1/proxies/register', token, good);
+  assert.equal(reg.status, 201);
+  const { proxyId, secret } = reg.body as unknown as { proxyId: string; secret: string };
+  const hb = {
+    protocolVersion: 1,
+    time: new Date().toISOString(),
+    version,
+    status: 'ok',
+    load: { runningJobs: 0, queuedJobs: 0, diskConcurrency: 1, loadAverage1m: 0 },
+    health: { database: true, redis: true, datastore: true },
+  };
+  assert.equal((await post(`/api/v1/proxies/${proxyId}/heartbeat`, secret, hb)).status, 200);
+  const wrong = await post(`/api/v1/proxies/${proxyId}/heartbeat`, `${secret}x`, hb);
+  assert.deepEqual([wrong.status, wrong.body.error?.code], [401, 'invalid_credentials']);
+  const unknown = await post('/api/v1/proxies/nope/heartbeat', secret, hb);
+  assert.deepEqual([unknown.status, unknown.body.error?.code], [404, 'unknown_proxy']);
+  lab.revoke(proxyId);
+  const revoked = await post(`/api/v1/proxies/${proxyId}/heartbeat`, secret, hb);
+  assert.deepEqual([revoked.status, revoked.body.error?.code], [403, 'proxy_revoked']);
+});
