@@ -9,7 +9,14 @@ import {
   requestCancel,
   type Job,
 } from '../catalog/jobs.js';
-import type { Policy } from '../catalog/policies.js';
+import { inTransaction } from '../catalog/db.js';
+import {
+  deletePolicy,
+  insertPolicy,
+  updatePolicy,
+  type Policy,
+  type PolicyFields,
+} from '../catalog/policies.js';
 import { getRestorePoint } from '../catalog/restore-points.js';
 import { getVcenter } from '../catalog/vcenters.js';
 import { describeError } from '../errors.js';
@@ -17,7 +24,10 @@ import {
   enqueueBackup,
   enqueueMaintenance,
   enqueueRestore,
+  InvalidScheduleError,
   QUEUE_NAMES,
+  removePolicySchedule,
+  syncPolicySchedule,
   removeIfWaiting,
   type MaintenanceOperation,
   type QueueKind,
@@ -200,4 +210,42 @@ export async function liveJobState(
   if (qj === undefined) return { queueState: null, progress: job.progress };
   const live = jobProgress.safeParse(qj.progress);
   return { queueState: await qj.getState(), progress: live.success ? live.data : job.progress };
+}
+
+async function syncSchedule(deps: OperationDeps, policy: Policy): Promise<void> {
+  try {
+    await syncPolicySchedule(deps.queues, policy);
+  } catch (err) {
+    if (err instanceof InvalidScheduleError) {
+      throw new ApiError(400, 'INVALID_REQUEST', `body.schedule: ${err.message}`, {
+        cause: err,
+        issues: [{ path: 'body.schedule', message: err.message }],
+      });
+    }
+    throw err;
+  }
+}
+
+/** Creates a policy and its cron schedule (BullMQ job scheduler) together: a refused cron creates nothing. */
+export async function createPolicy(deps: OperationDeps, fields: PolicyFields): Promise<Policy> {
+  return inTransaction(deps.pool, async (c) => {
+    const p = await insertPolicy(c, fields);
+    await syncSchedule(deps, p);
+    return p;
+  });
+}
+
+/** Replaces a policy and updates (or removes) its schedule in step. */
+export async function replacePolicy(deps: OperationDeps, id: string, fields: PolicyFields): Promise<Policy> {
+  return inTransaction(deps.pool, async (c) => {
+    const p = await updatePolicy(c, id, fields);
+    await syncSchedule(deps, p);
+    return p;
+  });
+}
+
+/** Deletes a policy and its schedule. */
+export async function removePolicy(deps: OperationDeps, id: string): Promise<void> {
+  await deletePolicy(deps.pool, id);
+  await removePolicySchedule(deps.queues, id);
 }

@@ -20,7 +20,16 @@ import {
 } from '../catalog/vcenters.js';
 import { describeError } from '../errors.js';
 import { QUEUE_NAMES, type MaintenanceOperation } from '../jobs/queues.js';
-import { cancelJob, liveJobState, runPolicy, startMaintenance, startRestore } from './operations.js';
+import {
+  cancelJob,
+  createPolicy,
+  liveJobState,
+  removePolicy,
+  replacePolicy,
+  runPolicy,
+  startMaintenance,
+  startRestore,
+} from './operations.js';
 import { ApiError } from './errors.js';
 import { checkHealth, repositoryStatus } from './health.js';
 import { route, type RouteDef } from './route.js';
@@ -249,7 +258,7 @@ export const routes: RouteDef[] = [
     errors: [...E_WRITE, 404, 409],
     handler: async ({ deps, body }) => ({
       status: 201,
-      json: plain(await insertPolicy(deps.pool, policyFields(body, deps))),
+      json: plain(await createPolicy(deps, policyFields(body, deps))),
     }),
   }),
   route({
@@ -276,7 +285,7 @@ export const routes: RouteDef[] = [
     response: s.policyResponse,
     errors: [...E_WRITE, 404, 409],
     handler: async ({ deps, params, body }) => ({
-      json: plain(await updatePolicy(deps.pool, params.id, policyFields(body, deps))),
+      json: plain(await replacePolicy(deps, params.id, policyFields(body, deps))),
     }),
   }),
   route({
@@ -289,7 +298,7 @@ export const routes: RouteDef[] = [
     status: 204,
     errors: E_ID,
     handler: async ({ deps, params }) => {
-      await deletePolicy(deps.pool, params.id);
+      await removePolicy(deps, params.id);
       return { status: 204, json: null };
     },
   }),

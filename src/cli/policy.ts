@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { explicitMorefResolver } from '../api/vcenter-tester.js';
-import { runPolicy } from '../api/operations.js';
+import { createPolicy, removePolicy, replacePolicy, runPolicy } from '../api/operations.js';
 import { policyBody, policyRunBody } from '../api/schemas.js';
 import {
   deletePolicy,
@@ -37,6 +37,10 @@ async function readPolicyFile(
   }
   const b = parseWith(policyBody, raw, file);
   return { ...b, repository: b.repository ?? ctx.loaded.config.repository.path };
+}
+
+function opsDeps(ctx: CliContext) {
+  return { ...ctx, repositoryPath: ctx.loaded.config.repository.path };
 }
 
 /** Prints the result of a run (shared with `vbproxy backup now`). */
@@ -93,7 +97,7 @@ export function policyCommand(): Command {
       .option('--vcenter <vcenter>', 'the vCenter (name or id), instead of vcenterId in the file'),
   ).action(async (opts: { file: string; vcenter?: string; config?: string; json?: boolean }) => {
     await withContext(opts.config, async (ctx) => {
-      const p = await insertPolicy(ctx.pool, await readPolicyFile(ctx, opts.file, opts.vcenter));
+      const p = await createPolicy(opsDeps(ctx), await readPolicyFile(ctx, opts.file, opts.vcenter));
       output(opts.json === true, p, () => `policy ${p.name} created (id ${p.id})`);
     });
   });
@@ -120,7 +124,7 @@ export function policyCommand(): Command {
     async (name: string, opts: { config?: string }) => {
       await withContext(opts.config, async (ctx) => {
         const p = await resolvePolicy(ctx.pool, name);
-        await deletePolicy(ctx.pool, p.id);
+        await removePolicy(opsDeps(ctx), p.id);
         process.stdout.write(`policy ${p.name} deleted\n`);
       });
     },

@@ -1,4 +1,5 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { VbproxyError } from '../errors.js';
 
 /**
  * The BullMQ queues and their producers. The API and the CLI enqueue here; the workers (src/jobs/
@@ -8,8 +9,11 @@ export const QUEUE_NAMES = {
   backup: 'vbproxy-backup',
   restore: 'vbproxy-restore',
   maintenance: 'vbproxy-maintenance',
+  /** Policy cron schedules (BullMQ job schedulers): each firing is one "run this policy" job. */
+  schedule: 'vbproxy-schedule',
 } as const;
-export type QueueKind = keyof typeof QUEUE_NAMES;
+/** The queues whose jobs are catalog jobs (the schedule queue only holds policy firings). */
+export type QueueKind = 'backup' | 'restore' | 'maintenance';
 
 /** One VM's backup under one policy. At most one is queued or active per VM (deduplicated). */
 export interface BackupJobData {
@@ -51,6 +55,14 @@ export interface MaintenanceJobData {
   readData?: boolean | undefined;
 }
 
+/**
+ * One firing of a policy's cron schedule. The consumer resolves the policy's VMs and queues one
+ * backup per VM (trigger `schedule`), exactly like "run now".
+ */
+export interface ScheduledRunJobData {
+  policyId: string;
+}
+
 /** Retry policy for all queues: transient failures back off exponentially; workers fail permanent ones at once. */
 export const DEFAULT_JOB_OPTIONS: JobsOptions = {
   attempts: 5,
@@ -68,6 +80,7 @@ export interface Queues {
   readonly backup: Queue<BackupJobData>;
   readonly restore: Queue<RestoreJobData>;
   readonly maintenance: Queue<MaintenanceJobData>;
+  readonly schedule: Queue<ScheduledRunJobData>;
   readonly prefix: string;
   close(): Promise<void>;
 }
@@ -78,14 +91,20 @@ export function openQueues(connection: ConnectionOptions, prefix: string): Queue
   const backup = new Queue<BackupJobData>(QUEUE_NAMES.backup, opts);
   const restore = new Queue<RestoreJobData>(QUEUE_NAMES.restore, opts);
   const maintenance = new Queue<MaintenanceJobData>(QUEUE_NAMES.maintenance, opts);
-  for (const q of [backup, restore, maintenance]) q.on('error', () => undefined);
+  const schedule = new Queue<ScheduledRunJobData>(QUEUE_NAMES.schedule, {
+    connection,
+    prefix,
+    defaultJobOptions: { removeOnComplete: { count: 1000 }, removeOnFail: { count: 1000 } },
+  });
+  for (const q of [backup, restore, maintenance, schedule]) q.on('error', () => undefined);
   return {
     backup,
     restore,
     maintenance,
+    schedule,
     prefix,
     async close() {
-      await Promise.all([backup.close(), restore.close(), maintenance.close()]);
+      await Promise.all([backup.close(), restore.close(), maintenance.close(), schedule.close()]);
     },
   };
 }
@@ -145,4 +164,48 @@ export async function queueCounts(queues: Queues): Promise<Record<QueueKind, Rec
     ),
   );
   return { backup: counts[0]!, restore: counts[1]!, maintenance: counts[2]! };
+}
+
+/** A cron expression BullMQ (cron-parser) refuses. */
+export class InvalidScheduleError extends VbproxyError {
+  constructor(schedule: string, why: string, cause?: unknown) {
+    super('POLICY_INVALID_SCHEDULE', `invalid cron schedule "${schedule}": ${why}`, { cause });
+  }
+}
+
+export function policySchedulerId(policyId: string): string {
+  return `policy:${policyId}`;
+}
+
+/**
+ * Makes the policy's BullMQ job scheduler match the policy: present with its cron pattern (in UTC)
+ * when the policy is enabled and has a schedule, absent otherwise.
+ */
+export async function syncPolicySchedule(
+  queues: Queues,
+  policy: { id: string; schedule: string | null; enabled: boolean },
+): Promise<void> {
+  const id = policySchedulerId(policy.id);
+  if (!policy.enabled || policy.schedule === null) {
+    await queues.schedule.removeJobScheduler(id);
+    return;
+  }
+  try {
+    await queues.schedule.upsertJobScheduler(
+      id,
+      { pattern: policy.schedule, tz: 'UTC' },
+      { name: 'policy-run', data: { policyId: policy.id } },
+    );
+  } catch (err) {
+    const message = (err as Error).message;
+    // cron-parser's complaints (ranges, syntax) are the user's to fix; anything else is not
+    if (/constraint|invalid|validation|unexpected|out of range|expected/i.test(message)) {
+      throw new InvalidScheduleError(policy.schedule, message, err);
+    }
+    throw err;
+  }
+}
+
+export async function removePolicySchedule(queues: Queues, policyId: string): Promise<void> {
+  await queues.schedule.removeJobScheduler(policySchedulerId(policyId));
 }

@@ -187,6 +187,45 @@ describe('API: policies and run now', () => {
     assert.equal(dup.status, 409);
   });
 
+  test('a policy schedule is a BullMQ job scheduler (UTC) kept in step; a cron BullMQ refuses creates nothing', async () => {
+    const sched = await h.api.queues.schedule.getJobScheduler(`policy:${policyId}`);
+    assert.equal(sched?.pattern, '0 2 * * *');
+    assert.equal(sched?.tz, 'UTC');
+    const before = s.policyList.parse((await h.call('GET', '/api/v1/policies')).json).items.length;
+    const bad = await h.call('POST', '/api/v1/policies', {
+      body: policyBody('bad-cron', { schedule: '61 * * * *' }),
+    });
+    assert.equal(bad.status, 400);
+    assert.match(errMsg(bad.json), /body\.schedule: invalid cron schedule "61 \* \* \* \*": .*59/);
+    assert.equal(s.policyList.parse((await h.call('GET', '/api/v1/policies')).json).items.length, before);
+
+    const tmp = s.policyResponse.parse(
+      (await h.call('POST', '/api/v1/policies', { body: policyBody('tmp', { schedule: '*/15 * * * *' }) }))
+        .json,
+    );
+    assert.equal((await h.api.queues.schedule.getJobScheduler(`policy:${tmp.id}`))?.pattern, '*/15 * * * *');
+    const manual = await h.call('PUT', `/api/v1/policies/${tmp.id}`, {
+      body: policyBody('tmp', { schedule: null }),
+    });
+    assert.equal(manual.status, 200);
+    const ids = async () => (await h.api.queues.schedule.getJobSchedulers()).map((j) => j.key);
+    assert.ok(!(await ids()).includes(`policy:${tmp.id}`));
+    const badPut = await h.call('PUT', `/api/v1/policies/${tmp.id}`, {
+      body: policyBody('tmp2', { schedule: '0 25 * * *' }),
+    });
+    assert.equal(badPut.status, 400);
+    assert.equal(
+      s.policyResponse.parse((await h.call('GET', `/api/v1/policies/${tmp.id}`)).json).name,
+      'tmp',
+      'rolled back',
+    );
+    await h.call('PUT', `/api/v1/policies/${tmp.id}`, { body: policyBody('tmp', { schedule: '0 3 * * *' }) });
+    assert.equal(await h.api.queues.schedule.getJobSchedulersCount(), 2);
+    assert.ok((await ids()).includes(`policy:${tmp.id}`));
+    assert.equal((await h.call('DELETE', `/api/v1/policies/${tmp.id}`)).status, 204);
+    assert.deepEqual(await ids(), [`policy:${policyId}`]);
+  });
+
   test('run now queues one backup per VM in BullMQ with the catalog job id; a VM already queued is not queued twice', async () => {
     const r = await h.call('POST', `/api/v1/policies/${policyId}/run`, { token: h.tokens.operate, body: {} });
     assert.equal(r.status, 202, r.text);

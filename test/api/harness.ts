@@ -99,7 +99,7 @@ export async function startHarness(): Promise<Harness> {
       return { status: res.status, json, text, headers: res.headers };
     },
     async close() {
-      for (const q of [api.queues.backup, api.queues.restore, api.queues.maintenance]) {
+      for (const q of [api.queues.backup, api.queues.restore, api.queues.maintenance, api.queues.schedule]) {
         await q.obliterate({ force: true }).catch(() => undefined);
       }
       await api.close();

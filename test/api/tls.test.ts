@@ -60,7 +60,7 @@ test('without api.plainHttp the API serves HTTPS with the configured certificate
       assert.equal(body, '200 {"status":"ok"}');
       await assert.rejects(fetch(`http://127.0.0.1:${api.port}/healthz`));
     } finally {
-      for (const q of [api.queues.backup, api.queues.restore, api.queues.maintenance])
+      for (const q of [api.queues.backup, api.queues.restore, api.queues.maintenance, api.queues.schedule])
         await q.obliterate({ force: true });
       await api.close();
     }
