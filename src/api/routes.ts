@@ -1,14 +1,7 @@
 import { cpus, totalmem } from 'node:os';
 import type { z } from 'zod';
 import { getJob, listJobEvents, listJobs } from '../catalog/jobs.js';
-import {
-  deletePolicy,
-  getPolicy,
-  insertPolicy,
-  listPolicies,
-  updatePolicy,
-  type PolicyFields,
-} from '../catalog/policies.js';
+import { getPolicy, listPolicies, type PolicyFields } from '../catalog/policies.js';
 import { getRestorePoint, listRestorePoints } from '../catalog/restore-points.js';
 import {
   deleteVcenter,

@@ -3,13 +3,7 @@ import { Command } from 'commander';
 import { explicitMorefResolver } from '../api/vcenter-tester.js';
 import { createPolicy, removePolicy, replacePolicy, runPolicy } from '../api/operations.js';
 import { policyBody, policyRunBody } from '../api/schemas.js';
-import {
-  deletePolicy,
-  insertPolicy,
-  listPolicies,
-  updatePolicy,
-  type PolicyFields,
-} from '../catalog/policies.js';
+import { listPolicies, type PolicyFields } from '../catalog/policies.js';
 import {
   output,
   parseWith,
@@ -111,8 +105,8 @@ export function policyCommand(): Command {
     async (name: string, opts: { file: string; vcenter?: string; config?: string; json?: boolean }) => {
       await withContext(opts.config, async (ctx) => {
         const current = await resolvePolicy(ctx.pool, name);
-        const p = await updatePolicy(
-          ctx.pool,
+        const p = await replacePolicy(
+          opsDeps(ctx),
           current.id,
           await readPolicyFile(ctx, opts.file, opts.vcenter),
         );
