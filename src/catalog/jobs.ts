@@ -258,3 +258,18 @@ export async function liveJobIds(db: Queryable): Promise<Set<string>> {
   const { rows } = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE state IN ('queued', 'running')`);
   return new Set(rows.map((r) => r.id));
 }
+
+/** Jobs running on the proxy with this name, and jobs queued for any proxy (the queue is shared). */
+export async function proxyLoad(
+  db: Queryable,
+  proxyName: string,
+): Promise<{ running: number; queued: number }> {
+  const { rows } = await db.query<{ running: number; queued: number }>(
+    `SELECT
+       (SELECT count(*)::int FROM jobs j JOIN proxies p ON p.id = j.proxy_id
+         WHERE p.name = $1 AND j.state = 'running') AS running,
+       (SELECT count(*)::int FROM jobs WHERE state = 'queued') AS queued`,
+    [proxyName],
+  );
+  return rows[0]!;
+}

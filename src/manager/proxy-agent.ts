@@ -1,7 +1,7 @@
 import { access, constants } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import type { Pool } from '../catalog/db.js';
-import { countJobsByState } from '../catalog/jobs.js';
+import { proxyLoad } from '../catalog/jobs.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { version } from '../version.js';
@@ -64,8 +64,7 @@ export function createProxyAgent(loaded: LoadedConfig, o: ProxyAgentOptions): Re
       let counts = { running: 0, queued: 0 };
       if (o.pool !== undefined) {
         try {
-          const c = await countJobsByState(o.pool);
-          counts = { running: c.running, queued: c.queued };
+          counts = await proxyLoad(o.pool, config.proxy.name);
           database = true;
         } catch {
           database = false;

@@ -10,6 +10,8 @@ import {
   findLiveBackup,
   findRestorePointByManifest,
   liveJobIds,
+  markJobRunning,
+  proxyLoad,
   getJob,
   getPolicy,
   getRestorePoint,
@@ -145,6 +147,11 @@ describe('catalog', () => {
     });
     assert.equal((await findLiveBackup(db.pool, v.id, 'vm-9'))?.id, id);
     assert.equal((await liveJobIds(db.pool)).has(id), true);
+    const px = await upsertProxy(db.pool, { name: 'proxy-load', version: '0.1.0', diskConcurrency: 2 });
+    assert.deepEqual(await proxyLoad(db.pool, 'proxy-load'), { running: 0, queued: 1 });
+    await markJobRunning(db.pool, id, px.id);
+    assert.deepEqual(await proxyLoad(db.pool, 'proxy-load'), { running: 1, queued: 0 });
+    assert.deepEqual(await proxyLoad(db.pool, 'other-proxy'), { running: 0, queued: 0 });
     await addJobEvent(db.pool, id, 'info', 'snapshot created', { snapshot: 'snapshot-1' });
     await addJobEvent(db.pool, id, 'warn', 'quiesce failed, falling back to crash-consistent');
     const events = await listJobEvents(db.pool, id);
