@@ -1,0 +1,260 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LabManager } from '../../src/lab/manager.js';
+import { createTestDatabase, type TestDatabase } from '../catalog/test-db.js';
+import { writeTestConfig } from './harness.js';
+
+const cli = new URL('../../src/cli/main.js', import.meta.url).pathname;
+const VC_PASSWORD = 'Planted-VC-pw-7f3a9c';
+let dir: string;
+let db: TestDatabase;
+let lab: LabManager;
+let enrollmentToken: string;
+let configPath: string;
+let api: ChildProcess | undefined;
+let apiStderr = '';
+
+/** Runs the CLI without blocking this process (the lab manager answers from this event loop). */
+function run(
+  args: string[],
+  input?: string,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [cli, ...args, '--config', configPath], {
+    env: { ...process.env, VBPROXY_LOG_LEVEL: 'debug' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdin.end(input ?? '');
+  return new Promise((resolve) => child.once('close', (status) => resolve({ status, stdout, stderr })));
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vbproxy-cli-'));
+  db = await createTestDatabase({ migrate: false });
+  lab = new LabManager({ heartbeatIntervalSeconds: 1 });
+  const managerUrl = await lab.start();
+  enrollmentToken = lab.newEnrollmentToken();
+  writeFileSync(join(dir, 'enroll.token'), enrollmentToken, { mode: 0o600 });
+  configPath = writeTestConfig(dir, db.url, {
+    manager: {
+      url: managerUrl,
+      enrollmentTokenFile: join(dir, 'enroll.token'),
+      credentialsFile: join(dir, 'credentials.json'),
+    },
+  });
+});
+after(async () => {
+  if (api !== undefined && api.exitCode === null) api.kill('SIGKILL');
+  await lab.stop();
+  const c = JSON.parse(readFileSync(configPath, 'utf8')) as { redis: { prefix: string } };
+  spawnSync('sh', [
+    '-c',
+    `redis-cli -h 127.0.0.1 --scan --pattern '${c.redis.prefix}:*' | xargs -r redis-cli -h 127.0.0.1 del`,
+  ]);
+  await db.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('vbproxy api serves, registers with the manager, stops on SIGTERM, and its logs hold no planted secret', async () => {
+  const created = await run(['api', 'token', 'create', '--name', 'ops', '--scope', 'admin', '--json']);
+  assert.equal(created.status, 0, created.stderr);
+  const apiToken = (JSON.parse(created.stdout) as { token: string }).token;
+  assert.match(apiToken, /^vbp_/);
+  assert.ok(!readFileSync(join(dir, 'tokens.json'), 'utf8').includes(apiToken), 'only the hash is stored');
+
+  api = spawn(process.execPath, [cli, 'api', '--config', configPath], {
+    env: { ...process.env, VBPROXY_LOG_LEVEL: 'debug' },
+  });
+  api.stderr!.on('data', (d: Buffer) => (apiStderr += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    api!.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    api!.once('exit', (code) => reject(new Error(`vbproxy api exited with ${code}: ${apiStderr}`)));
+  });
+  const port = new URL(url).port;
+  const post = (path: string, body: unknown, token = apiToken) =>
+    fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const vc = await post('/api/v1/vcenters', {
+    name: 'vc-a',
+    url: `https://127.0.0.1:${port}/sdk`,
+    username: 'backup@vsphere.local',
+    password: VC_PASSWORD,
+  });
+  assert.equal(vc.status, 201, await vc.clone().text());
+  assert.ok(!(await vc.text()).includes(VC_PASSWORD));
+  assert.equal((await post('/api/v1/vcenters', { password: VC_PASSWORD }, 'vbp_wrong')).status, 401);
+
+  const end = Date.now() + 10_000;
+  while (!lab.proxies().some((p) => p.heartbeats.length > 0)) {
+    assert.ok(Date.now() < end, `no heartbeat reached the lab manager; api stderr: ${apiStderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const proxy = await fetch(`${url}/api/v1/proxy`, { headers: { authorization: `Bearer ${apiToken}` } });
+  const proxyJson = (await proxy.json()) as { registration: { state: string; proxyId: string } };
+  assert.equal(proxyJson.registration.state, 'registered');
+  assert.equal(proxyJson.registration.proxyId, lab.proxies()[0]!.proxyId);
+  const hb = lab.proxies()[0]!.heartbeats[0]!;
+  assert.deepEqual(hb.health, { database: true, redis: true, datastore: true });
+  assert.equal(hb.status, 'ok');
+
+  const exited = new Promise<number | null>((r) => api!.once('exit', (code) => r(code)));
+  api.kill('SIGTERM');
+  assert.equal(await exited, 0);
+
+  assert.match(apiStderr, /"msg":"request"/, 'the API logged its requests');
+  assert.match(apiStderr, /"msg":"vCenter added"/);
+  const secrets = {
+    'vCenter password': VC_PASSWORD,
+    'API token': apiToken,
+    'enrollment token': enrollmentToken,
+    'manager secret': (JSON.parse(readFileSync(join(dir, 'credentials.json'), 'utf8')) as { secret: string })
+      .secret,
+    'repository passphrase': 'repo-passphrase-planted',
+    'catalog key': readFileSync(join(dir, 'catalog.key'), 'utf8').trim(),
+  };
+  for (const [what, value] of Object.entries(secrets)) {
+    assert.ok(!apiStderr.includes(value), `the ${what} appears in the API log`);
+  }
+});
+
+test('operator commands: vcenter, policy, backup now, jobs, restore, status, register', async () => {
+  writeFileSync(join(dir, 'vc.pass'), `${VC_PASSWORD}\n`, { mode: 0o600 });
+  const down = await run([
+    'vcenter',
+    'add',
+    '--name',
+    'vc-down',
+    '--url',
+    'https://127.0.0.1:1/sdk',
+    '--username',
+    'u',
+    '--password-file',
+    join(dir, 'vc.pass'),
+  ]);
+  assert.equal(down.status, 1);
+  assert.match(down.stderr, /connection test failed: cannot reach vCenter at 127\.0\.0\.1:1/);
+  const noPw = await run(['vcenter', 'add', '--name', 'x', '--url', 'https://h/sdk', '--username', 'u']);
+  assert.equal(noPw.status, 2);
+  assert.match(noPw.stderr, /exactly one of --password-file FILE or --password-stdin/);
+
+  const labPort = new URL(lab.url).port;
+  const added = await run(
+    [
+      'vcenter',
+      'add',
+      '--name',
+      'vc-b',
+      '--url',
+      `https://127.0.0.1:${labPort}/sdk`,
+      '--username',
+      'u',
+      '--password-stdin',
+    ],
+    VC_PASSWORD,
+  );
+  assert.equal(added.status, 0, added.stderr);
+  const list = await run(['vcenter', 'list', '--json']);
+  assert.equal(list.status, 0, list.stderr);
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { name: string }[]).map((v) => v.name),
+    ['vc-a', 'vc-b'],
+  );
+  assert.ok(!list.stdout.includes(VC_PASSWORD));
+  assert.equal((await run(['vcenter', 'test', 'vc-b'])).status, 0);
+  const gone = await run(['vcenter', 'test', 'vc-a']); // its address was the API, stopped by now
+  assert.equal(gone.status, 1);
+  assert.match(gone.stderr, /cannot reach vCenter at 127\.0\.0\.1:\d+: ECONNREFUSED/);
+  assert.equal((await run(['vcenter', 'remove', 'vc-b'])).status, 0);
+
+  writeFileSync(
+    join(dir, 'policy.json'),
+    JSON.stringify({
+      name: 'nightly',
+      vmSelection: { morefs: ['vm-1', 'vm-2'] },
+      retention: { keepDaily: 7 },
+    }),
+  );
+  const created = await run([
+    'policy',
+    'create',
+    '--file',
+    join(dir, 'policy.json'),
+    '--vcenter',
+    'vc-a',
+    '--json',
+  ]);
+  assert.equal(created.status, 0, created.stderr);
+  writeFileSync(
+    join(dir, 'bad-policy.json'),
+    JSON.stringify({ name: 'bad', vmSelection: { morefs: ['vm-1'] } }),
+  );
+  const bad = await run(['policy', 'create', '--file', join(dir, 'bad-policy.json'), '--vcenter', 'vc-a']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /bad-policy\.json: retention: Invalid input: expected object, received undefined/);
+
+  const backup = await run(['backup', 'now', '--policy', 'nightly', '--vm', 'vm-2', '--json']);
+  assert.equal(backup.status, 0, backup.stderr);
+  const { jobs } = JSON.parse(backup.stdout) as { jobs: { jobId: string; queued: boolean }[] };
+  assert.equal(jobs.length, 1);
+  assert.equal(jobs[0]!.queued, true);
+  const again = await run(['policy', 'run', 'nightly', '--json']);
+  const second = (JSON.parse(again.stdout) as { jobs: { vmMoref: string; queued: boolean }[] }).jobs;
+  assert.deepEqual(
+    second.map((j) => [j.vmMoref, j.queued]),
+    [
+      ['vm-1', true],
+      ['vm-2', false],
+    ],
+  );
+  assert.equal((await run(['backup', 'now', '--policy', 'nightly', '--vm', 'web01'])).status, 2);
+
+  const listed = await run(['jobs', 'list', '--state', 'queued', '--json']);
+  assert.equal((JSON.parse(listed.stdout) as unknown[]).length, 2);
+  const cancel = await run(['jobs', 'cancel', jobs[0]!.jobId]);
+  assert.equal(cancel.status, 0, cancel.stderr);
+  assert.match(cancel.stdout, /cancelled/);
+  const watch = await run(['jobs', 'watch', jobs[0]!.jobId]);
+  assert.equal(watch.status, 0, watch.stderr);
+  assert.equal((await run(['jobs', 'list', '--state', 'bogus'])).status, 2);
+
+  const restore = await run([
+    'restore',
+    '--point',
+    '00000000-0000-4000-8000-000000000000',
+    '--to-dir',
+    '/srv/x',
+  ]);
+  assert.equal(restore.status, 1);
+  assert.match(restore.stderr, /no restore point with id 00000000-0000-4000-8000-000000000000/);
+  assert.equal((await run(['restore', '--point', 'x'])).status, 2);
+
+  const reg = await run(['register', '--json']);
+  assert.equal(reg.status, 0, reg.stderr);
+  const proxyId = (JSON.parse(reg.stdout) as { proxyId: string }).proxyId;
+  const status = await run(['status', '--json']);
+  assert.equal(status.status, 0, status.stderr);
+  const st = JSON.parse(status.stdout) as {
+    healthy: boolean;
+    registration: { proxyId: string };
+    jobs: { queued: number };
+  };
+  assert.equal(st.healthy, true);
+  assert.equal(st.registration.proxyId, proxyId);
+  assert.equal(st.jobs.queued, 1);
+  const human = await run(['status']);
+  assert.match(human.stdout, /^database {4}ok$/m);
+});
