@@ -148,7 +148,11 @@ let wsdlPromise: Promise<soap.WSDL> | undefined;
 export function loadWsdl(): Promise<soap.WSDL> {
   wsdlPromise ??= new Promise((resolve, reject) => {
     const wsdl = new soap.WSDL(vim25SubsetWsdl(), 'vim25-subset.wsdl', SOAP_OPTIONS as never);
-    wsdl.onReady((err) => (err ? reject(err) : resolve(wsdl)));
+    wsdl.onReady((err) => {
+      if (err) return reject(err);
+      (wsdl.options as { attributesKey?: string }).attributesKey = 'attributes';
+      resolve(wsdl);
+    });
   });
   return wsdlPromise;
 }
