@@ -117,12 +117,13 @@ export async function detachDisk(
   await runTask(client, 'ReconfigVM_Task', { _this: vm, spec: spec as VimObject }, opts);
 }
 
-/** Reads the VM's extraConfig as a map. */
+/** Reads the VM's extraConfig as a map; keys set to an empty value count as removed (as on vCenter). */
 export async function readExtraConfig(client: VimClient, vm: MoRef): Promise<Map<string, string>> {
   const { props } = await retrieveOne(client, vm, ['config.extraConfig'], true);
   const out = new Map<string, string>();
   for (const ov of (props.get('config.extraConfig') as VimValue[] | undefined) ?? []) {
-    if (isVimObject(ov) && typeof ov.key === 'string') out.set(ov.key, ov.value === undefined ? '' : String(ov.value));
+    const value = isVimObject(ov) && ov.value !== undefined ? String(ov.value) : '';
+    if (isVimObject(ov) && typeof ov.key === 'string' && value !== '') out.set(ov.key, value);
   }
   return out;
 }

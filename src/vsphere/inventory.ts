@@ -1,6 +1,6 @@
 import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
-import { VimLookupError, VimProtocolError } from './errors.js';
+import { MethodNotFoundError, VimLookupError, VimProtocolError } from './errors.js';
 import { listByType, retrieveOne, type RetrieveOptions } from './property.js';
 import { isMoRef, isVimObject, longToNumber, moref, type MoRef, type VimLong, type VimObject, type VimValue } from './wire/values.js';
 
@@ -86,13 +86,16 @@ export async function findVmByInstanceUuid(client: VimClient, uuid: string): Pro
 
 /** Every VM whose BIOS UUID (config.uuid) is `uuid` (copies of a VM share it). */
 export async function findVmsByBiosUuid(client: VimClient, uuid: string): Promise<MoRef[]> {
-  const r = await client.call('FindAllByUuid', {
-    _this: searchIndex(client),
-    uuid: uuid.toLowerCase(),
-    vmSearch: true,
-    instanceUuid: false,
-  });
-  return Array.isArray(r) ? r.filter(isMoRef) : [];
+  const args = { _this: searchIndex(client), uuid: uuid.toLowerCase(), vmSearch: true, instanceUuid: false };
+  try {
+    const r = await client.call('FindAllByUuid', args);
+    return Array.isArray(r) ? r.filter(isMoRef) : [];
+  } catch (err) {
+    // Servers without FindAllByUuid (old hosts, vcsim 0.24): FindByUuid cannot see duplicates.
+    if (!(err instanceof MethodNotFoundError)) throw err;
+    const r = await client.call('FindByUuid', args);
+    return isMoRef(r) ? [r] : [];
+  }
 }
 
 /** Finds a VM by inventory path, e.g. `dc1/vm/web01`. */

@@ -176,6 +176,8 @@ export class VimTransport {
   peer: PeerCertificate | undefined;
   /** Calls made, for tests and benchmarks. */
   calls = 0;
+  /** Observes every exchange (request and response XML); for the XSD order and conformance tests. */
+  onExchange: ((method: string, request: string, response: string) => void) | undefined;
 
   constructor(
     readonly url: string,
@@ -234,6 +236,10 @@ export class VimTransport {
     const target = args._this as MoRef | undefined;
     const raw = await new Promise<unknown>((resolve, reject) => {
       fn.call(client, encoded, (err, result) => {
+        if (this.onExchange) {
+          const c = client as unknown as { lastRequest?: string; lastResponse?: string };
+          this.onExchange(method, c.lastRequest ?? '', String(c.lastResponse ?? err?.body ?? ''));
+        }
         if (err) reject(this.mapError(err, { method, target }));
         else resolve(result);
       });

@@ -1,0 +1,18 @@
+import { readFileSync } from 'node:fs';
+import { VimClient } from './dist/src/vsphere/client.js';
+import { listVms, listHosts, listDatastores, findVmsByBiosUuid } from './dist/src/vsphere/inventory.js';
+import { createSnapshot, removeSnapshot, listSnapshots } from './dist/src/vsphere/snapshots.js';
+const info = JSON.parse(readFileSync('/tmp/exp/vcsim.out','utf8').split('\n')[0]);
+const c = await VimClient.connect({ url: info.url, username: info.username, password: info.password, fingerprint256: info.fingerprint256 });
+console.log(c.serviceContent.about);
+const vms = await listVms(c);
+for (const v of vms) console.log(v.name, v.ref.value, v.biosUuid, v.powerState, v.disks.map(d => [d.key, d.fileName, d.changeId, d.capacityBytes]));
+console.log(await listHosts(c));
+console.log(await listDatastores(c));
+const vm = vms[0];
+console.log(await findVmsByBiosUuid(c, vm.biosUuid));
+const s = await createSnapshot(c, vm.ref, { name: 'x', description: 'y', quiesce: true });
+console.log(s.quiesced, s.disks.length);
+console.log(await listSnapshots(c, vm.ref));
+await removeSnapshot(c, s.ref);
+await c.close();
