@@ -386,9 +386,6 @@ export class LabVimServer {
         this.pages.delete(String(a.token));
         return this.page(page, page.length);
       }
-      case 'CancelRetrievePropertiesEx':
-        this.pages.delete(String(a.token));
-        return undefined;
       case 'FindByUuid':
       case 'FindAllByUuid': {
         const uuid = String(a.uuid);

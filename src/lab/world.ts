@@ -145,7 +145,8 @@ export class LabWorld {
   private state!: WorldState;
   readonly tasks = new Map<string, TaskState>();
   private readonly busy = new Map<string, string>();
-  private readonly random: () => number;
+  private random: () => number;
+  private cbtWindow: CbtWindowing;
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
 
@@ -154,6 +155,13 @@ export class LabWorld {
     readonly def: LabDefinition,
   ) {
     this.random = mulberry32(def.cbtWindowSeed ?? 1);
+    this.cbtWindow = { maxWindow: def.cbtWindowBytes, seed: def.cbtWindowSeed };
+  }
+
+  /** Changes how QueryChangedDiskAreas windows are sized (tests: random windows per seed). */
+  setCbtWindowing(w: CbtWindowing): void {
+    this.cbtWindow = w;
+    this.random = mulberry32(w.seed ?? 1);
   }
 
   // --- Construction and persistence ----------------------------------------------------------
@@ -726,8 +734,8 @@ export class LabWorld {
     if (!Number.isSafeInteger(startOffset) || startOffset < 0 || startOffset >= cap) {
       throw new LabFault('InvalidArgument', 'A specified parameter was not correct: startOffset', { invalidProperty: 'startOffset' });
     }
-    const max = this.def.cbtWindowBytes;
-    const size = this.def.cbtWindowSeed === undefined ? max : Math.max(512, Math.floor(this.random() * max / 512) * 512);
+    const max = this.cbtWindow.maxWindow;
+    const size = this.cbtWindow.seed === undefined ? max : Math.max(512, Math.floor((this.random() * max) / 512) * 512);
     const end = Math.min(cap, startOffset + size);
     let ranges: [number, number][];
     if (changeId === '*') {

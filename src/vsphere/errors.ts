@@ -46,7 +46,7 @@ function describeRef(ref: MoRef): string {
 
 /** The object a fault is about: its own reference field if it has one, else the call's target. */
 function faultObject(fault: VimObject, ctx: FaultContext): string {
-  for (const key of ['obj', 'object', 'entity', 'task']) {
+  for (const key of ['obj', 'object', 'entity']) {
     const v = fault[key];
     if (v !== undefined && isMoRef(v)) return describeRef(v);
   }

@@ -211,7 +211,6 @@ op('CurrentTime', 'CurrentTimeRequestType', 'returnval:xsd:dateTime', `_this:${M
 op('RetrievePropertiesEx', 'RetrievePropertiesExRequestType', 'returnval?:RetrieveResult',
   `_this:${MOR}`, 'specSet+:PropertyFilterSpec', 'options:RetrieveOptions');
 op('ContinueRetrievePropertiesEx', 'ContinueRetrievePropertiesExRequestType', 'returnval:RetrieveResult', `_this:${MOR}`, 'token:xsd:string');
-op('CancelRetrievePropertiesEx', 'CancelRetrievePropertiesExRequestType', undefined, `_this:${MOR}`, 'token:xsd:string');
 op('CreateContainerView', 'CreateContainerViewRequestType', `returnval:${MOR}`,
   `_this:${MOR}`, `container:${MOR}`, 'type[]:xsd:string', 'recursive:xsd:boolean');
 op('DestroyView', 'DestroyViewRequestType', undefined, `_this:${MOR}`);
