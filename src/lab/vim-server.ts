@@ -363,6 +363,9 @@ export class LabVimServer {
           lastActiveTime: now,
           locale: 'en',
           messageLocale: 'en',
+          extensionSession: false,
+          ipAddress: '127.0.0.1',
+          callCount: 0,
         };
       }
       case 'Logout':
@@ -598,8 +601,8 @@ export class LabVimServer {
             capacity: d.capacity,
             freeSpace: Math.floor(d.capacity * 0.8),
             accessible: true,
-            multipleHostAccess: w.hosts.filter((h) => h.datastores.includes(d.moref)).length > 1,
             type: 'VMFS',
+            maintenanceMode: 'normal',
           };
         }
         break;

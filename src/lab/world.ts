@@ -901,12 +901,16 @@ export class LabWorld {
       fileName,
       datastore: ds ? moref('Datastore', ds.moref) : undefined,
       diskMode,
+      split: false,
+      writeThrough: false,
       thinProvisioned: true,
+      eagerlyScrub: false,
       uuid: uuid ? backingUuid(uuid) : undefined,
       contentId: ddbValue(link.d, 'longContentID'),
       changeId: i === 0 ? changeId : undefined,
       parent: i + 1 < chain.length ? this.backing(chain, i + 1, diskMode, undefined) : undefined,
       deltaDiskFormat: delta ? 'redoLogFormat' : undefined,
+      digestEnabled: false,
       deltaGrainSize: delta ? grainSize(link.d) : undefined,
     };
   }
@@ -976,6 +980,7 @@ export class LabWorld {
       state: s.state,
       quiesced: s.quiesced,
       childSnapshotList: vm.snapshots.filter((c) => c.parent === s.moref).map(tree),
+      replaySupported: false,
     });
     return {
       _type: 'VirtualMachineSnapshotInfo',

@@ -11,6 +11,8 @@ export interface ConnectOptions extends TlsTrust {
   readonly keepAliveMs?: number;
   /** Per-call HTTP timeout. */
   readonly timeoutMs?: number;
+  /** Observes every SOAP exchange (tests: XSD order and conformance checks). */
+  readonly onExchange?: (method: string, request: string, response: string) => void;
 }
 
 export interface AboutInfo {
@@ -81,6 +83,7 @@ export class VimClient {
   /** Connects, negotiates the SOAPAction version from `about.apiVersion`, and logs in. */
   static async connect(opts: ConnectOptions): Promise<VimClient> {
     const transport = new VimTransport(sdkUrl(opts.url), opts, opts.timeoutMs);
+    transport.onExchange = opts.onExchange;
     try {
       const sc = await transport.invoke('RetrieveServiceContent', { _this: moref('ServiceInstance', 'ServiceInstance') });
       if (!isVimObject(sc)) throw new VimProtocolError(`RetrieveServiceContent returned no ServiceContent from ${opts.url}`);

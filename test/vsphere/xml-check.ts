@@ -90,8 +90,9 @@ export function checkOrder(el: XmlElement, declared: string, path = el.name): st
     let j = idx;
     while (j < fields.length && fields[j]!.name !== child.name) j++;
     if (j >= fields.length) {
-      const known = fields.some((f) => f.name === child.name);
+      const known = fields.find((f) => f.name === child.name);
       errors.push(`${path}: element ${child.name} ${known ? 'is out of XSD order' : `is not a field of ${concrete}`}`);
+      if (known) errors.push(...checkOrder(child, known.type, `${path}.${child.name}`));
       continue;
     }
     const f = fields[j]!;
