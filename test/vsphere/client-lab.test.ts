@@ -336,3 +336,35 @@ describe('hot-add, locks and consolidation', () => {
     assert.deepEqual(t.lab.world.readDisk('off01', 2000, 8192, 512), Buffer.alloc(512, 2));
   });
 });
+
+describe('attach records written by the lab VDDK', () => {
+  test('show as disks of the proxy, owned by their VM, and a ReconfigVM remove deletes the record only', async () => {
+    const { createAttachRecord } = await import('../../src/lab/attach.js');
+    const proxy = await vm('proxy01');
+    const web = await getVm(c, await vm('web01'));
+    const file = web.disks[0]!.fileName;
+    const rec = createAttachRecord(t.dir, {
+      vm: proxy.value,
+      controllerKey: 1001,
+      unitNumber: 3,
+      fileName: file,
+      diskUuid: '',
+      capacityBytes: web.disks[0]!.capacityBytes,
+      diskMode: 'independent_nonpersistent',
+      attachedBy: 'vddk-hotadd',
+      sourceVm: web.ref.value,
+      snapshot: '',
+      pid: 999999,
+      connectionId: 'abc',
+    });
+    const disks = await listProxyDisks(c, proxy);
+    const hot = disks.find((d) => d.disk.key === 2019)!;
+    assert.equal(hot.disk.controllerKey, 1001);
+    assert.equal(hot.disk.unitNumber, 3);
+    assert.equal(hot.disk.diskMode, 'independent_nonpersistent');
+    assert.equal(hot.owner?.ref.value, web.ref.value);
+    await detachDisk(c, proxy, 2019);
+    assert.equal(existsSync(rec.path), false);
+    assert.ok(existsSync(t.lab.world.fsPath(file)));
+  });
+});
