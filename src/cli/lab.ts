@@ -12,7 +12,8 @@ import { UsageError } from './usage-error.js';
 function intArg(name: string) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new InvalidArgumentError(`${name} must be a non-negative integer`);
     return n;
   };
 }
@@ -63,11 +64,21 @@ async function control(dir: string, method: string, path: string, body?: Buffer)
     req.on('socket', (s) => {
       (s as tls.TLSSocket).once('secureConnect', () => {
         const got = normaliseFingerprint((s as tls.TLSSocket).getPeerCertificate().fingerprint256 ?? '');
-        if (got !== pinned) req.destroy(new VbproxyError('LAB_CONTROL', `the server at ${ep.url} is not this lab (certificate ${got})`));
+        if (got !== pinned)
+          req.destroy(
+            new VbproxyError('LAB_CONTROL', `the server at ${ep.url} is not this lab (certificate ${got})`),
+          );
       });
     });
     req.on('error', (err) =>
-      reject(err instanceof VbproxyError ? err : new VbproxyError('LAB_CONTROL', `cannot reach the lab at ${ep.url}: ${err.message}; is it running?`)),
+      reject(
+        err instanceof VbproxyError
+          ? err
+          : new VbproxyError(
+              'LAB_CONTROL',
+              `cannot reach the lab at ${ep.url}: ${err.message}; is it running?`,
+            ),
+      ),
     );
     req.end(body);
   });
@@ -78,7 +89,10 @@ export function labCommand(): Command {
   const lab = new Command('lab')
     .description('Run the lab vSphere (a simulated vCenter with real CBT) on a lab directory')
     .requiredOption('--dir <dir>', 'lab root: datastores, attach records, vddk.conf, state')
-    .option('--definition <file>', 'lab definition (JSON) for a new lab; default: three sample VMs and a proxy')
+    .option(
+      '--definition <file>',
+      'lab definition (JSON) for a new lab; default: three sample VMs and a proxy',
+    )
     .option('--port <n>', 'HTTPS port (default: any free port)', intArg('--port'))
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .action(async (opts: { dir: string; definition?: string; port?: number; host: string }) => {
@@ -92,7 +106,9 @@ export function labCommand(): Command {
       out.write(`  sha256:       ${running.fingerprint256}\n`);
       out.write(`  sha1 (VDDK):  ${running.thumbprintSha1}\n`);
       out.write(`  vddk.conf:    ${running.vddkConf}\n`);
-      out.write(`  VMs:          ${running.world.vms.map((v) => `${v.name} (${v.moref}${v.proxy ? ', proxy' : ''})`).join(', ')}\n`);
+      out.write(
+        `  VMs:          ${running.world.vms.map((v) => `${v.name} (${v.moref}${v.proxy ? ', proxy' : ''})`).join(', ')}\n`,
+      );
       await new Promise<void>((resolveStop) => {
         const stop = (): void => {
           process.off('SIGINT', stop);
@@ -114,21 +130,28 @@ export function labCommand(): Command {
     .option('--file <path>', 'the data to write')
     .option('--fill <byte>', 'write this byte value (0-255) --length times', intArg('--fill'))
     .option('--length <bytes>', 'with --fill: how many bytes', intArg('--length'))
-    .action(async (opts: { vm: string; disk: number; offset: number; file?: string; fill?: number; length?: number }, cmd: Command) => {
-      const dir = (cmd.parent?.opts() as { dir: string }).dir;
-      let data: Buffer;
-      if (opts.file !== undefined) {
-        data = readFileSync(opts.file);
-      } else if (opts.fill !== undefined && opts.length !== undefined) {
-        if (opts.fill > 255) throw new UsageError('--fill must be a byte value (0-255)');
-        data = Buffer.alloc(opts.length, opts.fill);
-      } else {
-        throw new UsageError('give --file, or --fill with --length');
-      }
-      const path = `/lab/vms/${encodeURIComponent(opts.vm)}/disks/${opts.disk}/write?offset=${opts.offset}`;
-      await control(dir, 'POST', path, data);
-      process.stdout.write(`wrote ${data.length} bytes to disk ${opts.disk} of ${opts.vm} at offset ${opts.offset}\n`);
-    });
+    .action(
+      async (
+        opts: { vm: string; disk: number; offset: number; file?: string; fill?: number; length?: number },
+        cmd: Command,
+      ) => {
+        const dir = (cmd.parent?.opts() as { dir: string }).dir;
+        let data: Buffer;
+        if (opts.file !== undefined) {
+          data = readFileSync(opts.file);
+        } else if (opts.fill !== undefined && opts.length !== undefined) {
+          if (opts.fill > 255) throw new UsageError('--fill must be a byte value (0-255)');
+          data = Buffer.alloc(opts.length, opts.fill);
+        } else {
+          throw new UsageError('give --file, or --fill with --length');
+        }
+        const path = `/lab/vms/${encodeURIComponent(opts.vm)}/disks/${opts.disk}/write?offset=${opts.offset}`;
+        await control(dir, 'POST', path, data);
+        process.stdout.write(
+          `wrote ${data.length} bytes to disk ${opts.disk} of ${opts.vm} at offset ${opts.offset}\n`,
+        );
+      },
+    );
 
   lab
     .command('cbt-reset')
@@ -143,7 +166,10 @@ export function labCommand(): Command {
   lab
     .command('fault')
     .description('Inject a fault into the running lab (JSON rule, see docs/lab.md 6.5), or clear them')
-    .option('--rule <json>', 'e.g. {"method":"CreateSnapshot_Task","action":"task","fault":"ApplicationQuiesceFault"}')
+    .option(
+      '--rule <json>',
+      'e.g. {"method":"CreateSnapshot_Task","action":"task","fault":"ApplicationQuiesceFault"}',
+    )
     .option('--clear', 'remove every injected fault')
     .action(async (opts: { rule?: string; clear?: boolean }, cmd: Command) => {
       const dir = (cmd.parent?.opts() as { dir: string }).dir;

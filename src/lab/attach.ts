@@ -1,4 +1,14 @@
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -97,7 +107,10 @@ export function listAllAttachRecords(root: string): AttachRecord[] {
 export class SlotTakenError extends Error {}
 
 /** Creates a record atomically; SlotTakenError when the controller slot already has one. */
-export function createAttachRecord(root: string, r: Omit<AttachRecord, 'path' | 'createdAt' | 'deviceKey'>): AttachRecord {
+export function createAttachRecord(
+  root: string,
+  r: Omit<AttachRecord, 'path' | 'createdAt' | 'deviceKey'>,
+): AttachRecord {
   const dir = attachDir(root, r.vm);
   mkdirSync(dir, { recursive: true });
   const final = join(dir, `${r.controllerKey}-${r.unitNumber}.attach`);
@@ -134,7 +147,8 @@ export function createAttachRecord(root: string, r: Omit<AttachRecord, 'path' | 
   try {
     linkSync(tmp, final);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new SlotTakenError(`slot ${r.controllerKey}:${r.unitNumber} of ${r.vm} is taken`);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new SlotTakenError(`slot ${r.controllerKey}:${r.unitNumber} of ${r.vm} is taken`);
     throw err;
   } finally {
     unlinkSync(tmp);

@@ -27,19 +27,41 @@ export function labCertificate(root: string): LabCertificate {
       execFileSync(
         'openssl',
         [
-          'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '3650',
-          '-keyout', keyPath, '-out', certPath, '-subj', '/CN=vbproxy-lab',
-          '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-sha256',
+          '-days',
+          '3650',
+          '-keyout',
+          keyPath,
+          '-out',
+          certPath,
+          '-subj',
+          '/CN=vbproxy-lab',
+          '-addext',
+          'subjectAltName=DNS:localhost,IP:127.0.0.1',
         ],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
     } catch (err) {
-      throw new VbproxyError('LAB_TLS', `cannot create the lab certificate with openssl (is the openssl package installed?): ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new VbproxyError(
+        'LAB_TLS',
+        `cannot create the lab certificate with openssl (is the openssl package installed?): ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
   const cert = readFileSync(certPath, 'utf8');
   const x = new X509Certificate(cert);
-  return { key: readFileSync(keyPath, 'utf8'), cert, fingerprint256: x.fingerprint256, thumbprintSha1: x.fingerprint };
+  return {
+    key: readFileSync(keyPath, 'utf8'),
+    cert,
+    fingerprint256: x.fingerprint256,
+    thumbprintSha1: x.fingerprint,
+  };
 }

@@ -33,7 +33,9 @@ function block(seed: number, i: number, size: number): Buffer {
 export const fillSeededRegions: DiskContentHook = async (path, opts) => {
   const fd = openSync(path, 'r+');
   try {
-    const header = Buffer.from(`vbproxy lab disk seed=${opts.seed} template=${opts.template ?? '-'}\n`.repeat(64));
+    const header = Buffer.from(
+      `vbproxy lab disk seed=${opts.seed} template=${opts.template ?? '-'}\n`.repeat(64),
+    );
     writeSync(fd, header, 0, header.length, 0);
     const region = 256 * 1024;
     const count = Math.max(1, Math.floor(opts.sizeBytes / (4 * 1024 * 1024)));

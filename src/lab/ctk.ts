@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from 'node:fs';
 import { unionRanges } from './vmdk.js';
 
 /**
@@ -74,9 +83,11 @@ export class UnknownChangeIdError extends Error {}
  * sorted disjoint [start, end) ranges. Throws UnknownChangeIdError for a wrong uuid or epoch.
  */
 export function changesBetween(j: Journal, uuid: string, from: number, to: number): [number, number][] {
-  if (uuid !== j.uuid) throw new UnknownChangeIdError(`changeId uuid ${uuid} is not the disk's CBT uuid (CBT was reset?)`);
+  if (uuid !== j.uuid)
+    throw new UnknownChangeIdError(`changeId uuid ${uuid} is not the disk's CBT uuid (CBT was reset?)`);
   if (!j.epochs.includes(from)) throw new UnknownChangeIdError(`epoch ${from} is not in the change journal`);
-  if (!j.epochs.includes(to) || from > to) throw new UnknownChangeIdError(`epoch ${to} does not follow epoch ${from}`);
+  if (!j.epochs.includes(to) || from > to)
+    throw new UnknownChangeIdError(`epoch ${to} does not follow epoch ${from}`);
   if (from === to) return [];
   const ranges: [number, number][] = [];
   let inside = false;

@@ -12,11 +12,15 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, 
 const diskSchema = z.object({
   sizeMiB: z.number().positive(),
   controllerKey: z.number().int().min(1000).max(1003).default(1000),
-  unitNumber: z.number().int().min(0).max(15).refine((u) => u !== 7, 'unit 7 is the controller itself').optional(),
-  /** Content of the disk: a seed for the sample-image generator, optionally a template name. */
-  content: z
-    .object({ seed: z.number().int(), template: z.string().optional() })
+  unitNumber: z
+    .number()
+    .int()
+    .min(0)
+    .max(15)
+    .refine((u) => u !== 7, 'unit 7 is the controller itself')
     .optional(),
+  /** Content of the disk: a seed for the sample-image generator, optionally a template name. */
+  content: z.object({ seed: z.number().int(), template: z.string().optional() }).optional(),
 });
 
 const vmSchema = z.object({
@@ -42,11 +46,21 @@ export const labDefinitionSchema = z.object({
   /** How long a task runs before it completes (it reports progress meanwhile). */
   taskDurationMs: z.number().int().min(0).default(200),
   /** Largest window one QueryChangedDiskAreas answer covers. */
-  cbtWindowBytes: z.number().int().positive().default(256 * 1024 * 1024),
+  cbtWindowBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(256 * 1024 * 1024),
   /** When set, each QueryChangedDiskAreas window is a random size from this seed (tests). */
   cbtWindowSeed: z.number().int().optional(),
   hosts: z
-    .array(z.object({ name, datastores: z.array(name).optional(), license: z.enum(['licensed', 'free']).default('licensed') }))
+    .array(
+      z.object({
+        name,
+        datastores: z.array(name).optional(),
+        license: z.enum(['licensed', 'free']).default('licensed'),
+      }),
+    )
     .min(1),
   datastores: z.array(z.object({ name, capacityGiB: z.number().positive().default(1024) })).min(1),
   vms: z.array(vmSchema).default([]),
@@ -77,17 +91,21 @@ export function parseLabDefinition(input: unknown, where = 'lab definition'): La
   for (const vm of [...def.vms, ...def.proxies]) {
     if (vmNames.has(vm.name)) throw new LabDefinitionError(`${where}: VM name ${vm.name} is used twice`);
     vmNames.add(vm.name);
-    if (vm.host && !hosts.has(vm.host)) throw new LabDefinitionError(`${where}: VM ${vm.name} names unknown host ${vm.host}`);
+    if (vm.host && !hosts.has(vm.host))
+      throw new LabDefinitionError(`${where}: VM ${vm.name} names unknown host ${vm.host}`);
     if (vm.datastore && !ds.has(vm.datastore)) {
       throw new LabDefinitionError(`${where}: VM ${vm.name} names unknown datastore ${vm.datastore}`);
     }
     const slots = new Set<string>();
     for (const d of vm.disks) {
       if (d.controllerKey === 1001) {
-        throw new LabDefinitionError(`${where}: VM ${vm.name} puts a disk on controller 1001, which is reserved for hot-add`);
+        throw new LabDefinitionError(
+          `${where}: VM ${vm.name} puts a disk on controller 1001, which is reserved for hot-add`,
+        );
       }
       const slot = `${d.controllerKey}:${d.unitNumber ?? ''}`;
-      if (d.unitNumber !== undefined && slots.has(slot)) throw new LabDefinitionError(`${where}: VM ${vm.name} uses slot ${slot} twice`);
+      if (d.unitNumber !== undefined && slots.has(slot))
+        throw new LabDefinitionError(`${where}: VM ${vm.name} uses slot ${slot} twice`);
       slots.add(slot);
     }
   }
@@ -110,7 +128,10 @@ export function loadLabDefinition(path: string): LabDefinition {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new LabDefinitionError(`the lab definition ${path} is not valid JSON: ${(err as Error).message}`, err);
+    throw new LabDefinitionError(
+      `the lab definition ${path} is not valid JSON: ${(err as Error).message}`,
+      err,
+    );
   }
   return parseLabDefinition(json, path);
 }

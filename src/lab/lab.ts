@@ -2,7 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { labCertificate } from './cert.js';
-import { defaultLabDefinition, parseLabDefinition, type LabDefinition, type LabDefinitionInput } from './definition.js';
+import {
+  defaultLabDefinition,
+  parseLabDefinition,
+  type LabDefinition,
+  type LabDefinitionInput,
+} from './definition.js';
 import type { FaultRule } from './fault.js';
 import { LabVimServer } from './vim-server.js';
 import { LabWorld } from './world.js';
@@ -40,14 +45,19 @@ export interface RunningLab {
 
 function labPassword(root: string): { password: string; file: string } {
   const file = join(root, 'state', 'password');
-  if (!existsSync(file)) writeFileSync(file, randomBytes(18).toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
+  if (!existsSync(file))
+    writeFileSync(file, randomBytes(18).toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
   return { password: readFileSync(file, 'utf8').trim(), file };
 }
 
 /** Writes `<root>/vddk.conf` (docs/lab.md 5.1): the keys that belong to the lab as a whole. */
 function writeVddkConf(root: string, world: LabWorld, thumbprint: string): string {
-  const lines = ['# Written by `vbproxy lab`: the lab VDDK configuration (docs/lab.md 5.1).', `vixDiskLib.lab.root = "${root}"`];
-  for (const d of world.datastores) lines.push(`vixDiskLib.lab.datastore.${d.name} = "${join(root, 'datastores', d.name)}"`);
+  const lines = [
+    '# Written by `vbproxy lab`: the lab VDDK configuration (docs/lab.md 5.1).',
+    `vixDiskLib.lab.root = "${root}"`,
+  ];
+  for (const d of world.datastores)
+    lines.push(`vixDiskLib.lab.datastore.${d.name} = "${join(root, 'datastores', d.name)}"`);
   lines.push(`vixDiskLib.lab.serverThumbprint = "${thumbprint}"`);
   const path = join(root, 'vddk.conf');
   writeFileSync(path, lines.join('\n') + '\n', { mode: 0o644 });
@@ -71,12 +81,30 @@ export async function startLab(opts: StartLabOptions): Promise<RunningLab> {
   const world = new LabWorld(root, def);
   await world.open();
   const tls = labCertificate(root);
-  const server = new LabVimServer({ world, username: def.username, password, key: tls.key, cert: tls.cert, port: opts.port, host: opts.host });
+  const server = new LabVimServer({
+    world,
+    username: def.username,
+    password,
+    key: tls.key,
+    cert: tls.cert,
+    port: opts.port,
+    host: opts.host,
+  });
   const url = await server.start();
   const vddkConf = writeVddkConf(root, world, tls.thumbprintSha1);
   writeFileSync(
     join(root, 'state', 'endpoint.json'),
-    JSON.stringify({ url, username: def.username, fingerprint256: tls.fingerprint256, thumbprintSha1: tls.thumbprintSha1, pid: process.pid }, null, 2) + '\n',
+    JSON.stringify(
+      {
+        url,
+        username: def.username,
+        fingerprint256: tls.fingerprint256,
+        thumbprintSha1: tls.thumbprintSha1,
+        pid: process.pid,
+      },
+      null,
+      2,
+    ) + '\n',
     { mode: 0o600 },
   );
   return {

@@ -4,8 +4,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadWsdl } from '../vsphere/transport.js';
 import { decodeValue } from '../vsphere/wire/codec.js';
-import { allFields, isSubtype, MOREF_TYPE, schemaEnums, schemaOperations, schemaTypes } from '../vsphere/wire/schema.js';
-import { arrayOf, isMoRef, moref, typed, type MoRef, type VimObject, type VimValue } from '../vsphere/wire/values.js';
+import {
+  allFields,
+  isSubtype,
+  MOREF_TYPE,
+  schemaEnums,
+  schemaOperations,
+  schemaTypes,
+} from '../vsphere/wire/schema.js';
+import {
+  arrayOf,
+  isMoRef,
+  moref,
+  typed,
+  type MoRef,
+  type VimObject,
+  type VimValue,
+} from '../vsphere/wire/values.js';
 import { writeElement, xmlEscape } from '../vsphere/wire/xml-writer.js';
 import { LabFault, type FaultRule } from './fault.js';
 import type { LabWorld, TaskState } from './world.js';
@@ -83,14 +98,17 @@ export class LabVimServer {
 
   async start(): Promise<string> {
     await loadWsdl();
-    const server = https.createServer({ key: this.opts.key, cert: this.opts.cert, keepAliveTimeout: 30_000 }, (req, res) => {
-      void this.route(req, res).catch((err: unknown) => {
-        if (!res.headersSent) {
-          res.writeHead(500, { 'Content-Type': 'text/plain' });
-          res.end(`internal error: ${(err as Error).message}\n`);
-        }
-      });
-    });
+    const server = https.createServer(
+      { key: this.opts.key, cert: this.opts.cert, keepAliveTimeout: 30_000 },
+      (req, res) => {
+        void this.route(req, res).catch((err: unknown) => {
+          if (!res.headersSent) {
+            res.writeHead(500, { 'Content-Type': 'text/plain' });
+            res.end(`internal error: ${(err as Error).message}\n`);
+          }
+        });
+      },
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', () => resolve());
@@ -112,8 +130,14 @@ export class LabVimServer {
   // --- Control --------------------------------------------------------------------------------
 
   injectFault(rule: FaultRule): void {
-    if ((rule.action === 'fault' || rule.action === 'task') && (!rule.fault || !schemaTypes.has(rule.fault))) {
-      throw new LabFault('InvalidArgument', `fault injection needs a vim25 fault type the lab knows, not ${String(rule.fault)}`);
+    if (
+      (rule.action === 'fault' || rule.action === 'task') &&
+      (!rule.fault || !schemaTypes.has(rule.fault))
+    ) {
+      throw new LabFault(
+        'InvalidArgument',
+        `fault injection needs a vim25 fault type the lab knows, not ${String(rule.fault)}`,
+      );
     }
     this.faults.push({ ...rule, left: rule.times ?? 1 });
   }
@@ -131,7 +155,10 @@ export class LabVimServer {
     for (const f of this.faults) {
       if (f.method !== '*' && f.method !== method) continue;
       if (f.object !== undefined) {
-        const name = target?.type === 'VirtualMachine' ? this.world.vms.find((v) => v.moref === target.value)?.name : undefined;
+        const name =
+          target?.type === 'VirtualMachine'
+            ? this.world.vms.find((v) => v.moref === target.value)?.name
+            : undefined;
         if (target?.value !== f.object && name !== f.object) continue;
       }
       if (f.times !== 0) {
@@ -175,8 +202,13 @@ export class LabVimServer {
       res.end(JSON.stringify(body) + '\n');
     };
     if (!this.authorised(req)) {
-      res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="vbproxy lab"', 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({ error: 'the lab control API needs the lab user and password (basic auth)' }) + '\n');
+      res.writeHead(401, {
+        'WWW-Authenticate': 'Basic realm="vbproxy lab"',
+        'Content-Type': 'application/json',
+      });
+      res.end(
+        JSON.stringify({ error: 'the lab control API needs the lab user and password (basic auth)' }) + '\n',
+      );
       return;
     }
     try {
@@ -192,7 +224,13 @@ export class LabVimServer {
       if (parts[1] === 'vms' && parts[3] === 'disks' && parts[5] === 'read' && req.method === 'GET') {
         const offset = Number(url.searchParams.get('offset') ?? '0');
         const length = Number(url.searchParams.get('length') ?? '0');
-        const data = this.world.readDisk(parts[2]!, Number(parts[4]), offset, length, url.searchParams.get('snapshot') ?? undefined);
+        const data = this.world.readDisk(
+          parts[2]!,
+          Number(parts[4]),
+          offset,
+          length,
+          url.searchParams.get('snapshot') ?? undefined,
+        );
         res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
         res.end(data);
         return;
@@ -224,7 +262,6 @@ export class LabVimServer {
   private async soap(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const text = (await readBody(req)).toString('utf8');
     const wsdl = await loadWsdl();
-    let method = '';
     let args: VimObject = { _type: 'unknown' };
     const headers: Record<string, string> = { 'Content-Type': 'text/xml; charset=utf-8' };
     try {
@@ -244,9 +281,9 @@ export class LabVimServer {
       }
       const [name, raw] = Object.entries(body)[0] ?? [];
       if (!name) throw new LabFault('InvalidRequest', 'empty SOAP body');
-      method = name;
       const op = schemaOperations.get(name);
-      if (!op) throw new LabFault('MethodNotFound', `Method ${name} not implemented by the lab`, { method: name });
+      if (!op)
+        throw new LabFault('MethodNotFound', `Method ${name} not implemented by the lab`, { method: name });
       args = (decodeValue(raw, op.requestType) ?? { _type: op.requestType }) as VimObject;
       this.calls.set(name, (this.calls.get(name) ?? 0) + 1);
       const target = isMoRef(args._this) ? args._this : undefined;
@@ -256,17 +293,26 @@ export class LabVimServer {
         return;
       }
       if (rule?.action === 'fault') {
-        throw new LabFault(rule.fault!, rule.message ?? `injected ${rule.fault!}`, (rule.fields ?? {}) as Record<string, VimValue>);
+        throw new LabFault(
+          rule.fault!,
+          rule.message ?? `injected ${rule.fault!}`,
+          (rule.fields ?? {}) as Record<string, VimValue>,
+        );
       }
       const failWith =
         rule?.action === 'task'
-          ? new LabFault(rule.fault!, rule.message ?? `injected ${rule.fault!}`, (rule.fields ?? {}) as Record<string, VimValue>)
+          ? new LabFault(
+              rule.fault!,
+              rule.message ?? `injected ${rule.fault!}`,
+              (rule.fields ?? {}) as Record<string, VimValue>,
+            )
           : undefined;
       const session = this.session(req, name, target);
       const result = this.dispatch(name, args, session, headers, failWith);
       const out: string[] = [`<${name}Response xmlns="urn:vim25">`];
       if (op.returns && result !== undefined) {
-        if (op.returns.array) for (const r of result as VimValue[]) writeElement(out, op.returns.name, r, op.returns.type);
+        if (op.returns.array)
+          for (const r of result as VimValue[]) writeElement(out, op.returns.name, r, op.returns.type);
         else writeElement(out, op.returns.name, result, op.returns.type);
       }
       out.push(`</${name}Response>`);
@@ -274,11 +320,15 @@ export class LabVimServer {
       res.end(envelope(out.join('')));
     } catch (err) {
       const fault =
-        err instanceof LabFault ? err : new LabFault('SystemError', (err as Error).message, { reason: (err as Error).message });
+        err instanceof LabFault
+          ? err
+          : new LabFault('SystemError', (err as Error).message, { reason: (err as Error).message });
       const target = isMoRef(args._this) ? args._this : moref('ServiceInstance', 'ServiceInstance');
       const detail: string[] = [];
       writeElement(detail, `${fault.faultType}Fault`, this.faultObject(fault, target), 'xsd:anyType');
-      const d = detail.join('').replace(`<${fault.faultType}Fault `, `<${fault.faultType}Fault xmlns="urn:vim25" `);
+      const d = detail
+        .join('')
+        .replace(`<${fault.faultType}Fault `, `<${fault.faultType}Fault xmlns="urn:vim25" `);
       res.writeHead(500, headers);
       res.end(
         envelope(
@@ -297,7 +347,9 @@ export class LabVimServer {
       const given = f.fields[field.name];
       if (given !== undefined) {
         out[field.name] =
-          schemaEnums.has(field.type) && typeof given === 'object' && '_value' in given ? (given._value as VimValue) : given;
+          schemaEnums.has(field.type) && typeof given === 'object' && '_value' in given
+            ? (given._value as VimValue)
+            : given;
         continue;
       }
       if (field.min === 0 || field.array) continue;
@@ -337,7 +389,10 @@ export class LabVimServer {
   ): VimValue | undefined {
     const w = this.world;
     const ref = (v: VimValue | undefined): MoRef => {
-      if (!isMoRef(v)) throw new LabFault('InvalidArgument', 'A specified parameter was not correct: _this', { invalidProperty: '_this' });
+      if (!isMoRef(v))
+        throw new LabFault('InvalidArgument', 'A specified parameter was not correct: _this', {
+          invalidProperty: '_this',
+        });
       return v;
     };
     switch (method) {
@@ -348,7 +403,10 @@ export class LabVimServer {
         const pass = Buffer.from(String(a.password ?? ''));
         const want = Buffer.from(this.opts.password);
         if (user !== this.opts.username || pass.length !== want.length || !timingSafeEqual(pass, want)) {
-          throw new LabFault('InvalidLogin', 'Cannot complete login due to an incorrect user name or password.');
+          throw new LabFault(
+            'InvalidLogin',
+            'Cannot complete login due to an incorrect user name or password.',
+          );
         }
         const key = randomBytes(20).toString('hex');
         const now = new Date().toISOString();
@@ -385,7 +443,10 @@ export class LabVimServer {
         return this.retrieve(a);
       case 'ContinueRetrievePropertiesEx': {
         const page = this.pages.get(String(a.token));
-        if (!page) throw new LabFault('InvalidArgument', 'A specified parameter was not correct: token', { invalidProperty: 'token' });
+        if (!page)
+          throw new LabFault('InvalidArgument', 'A specified parameter was not correct: token', {
+            invalidProperty: 'token',
+          });
         this.pages.delete(String(a.token));
         return this.page(page, page.length);
       }
@@ -457,7 +518,9 @@ export class LabVimServer {
 
   private vmRef(v: VimValue | undefined): string {
     if (!isMoRef(v) || v.type !== 'VirtualMachine') {
-      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: _this', { invalidProperty: '_this' });
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: _this', {
+        invalidProperty: '_this',
+      });
     }
     this.world.vm(v.value);
     return v.value;
@@ -507,10 +570,16 @@ export class LabVimServer {
     const out: MoRef[] = [];
     const w = this.world;
     for (const t of view.types) {
-      if (isSubtype(t, 'ManagedEntity') || ['VirtualMachine', 'HostSystem', 'Datastore', 'Datacenter', 'ManagedEntity'].includes(t)) {
-        if (t === 'VirtualMachine' || t === 'ManagedEntity') out.push(...w.vms.map((v) => moref('VirtualMachine', v.moref)));
-        if (t === 'HostSystem' || t === 'ManagedEntity') out.push(...w.hosts.map((h) => moref('HostSystem', h.moref)));
-        if (t === 'Datastore' || t === 'ManagedEntity') out.push(...w.datastores.map((d) => moref('Datastore', d.moref)));
+      if (
+        isSubtype(t, 'ManagedEntity') ||
+        ['VirtualMachine', 'HostSystem', 'Datastore', 'Datacenter', 'ManagedEntity'].includes(t)
+      ) {
+        if (t === 'VirtualMachine' || t === 'ManagedEntity')
+          out.push(...w.vms.map((v) => moref('VirtualMachine', v.moref)));
+        if (t === 'HostSystem' || t === 'ManagedEntity')
+          out.push(...w.hosts.map((h) => moref('HostSystem', h.moref)));
+        if (t === 'Datastore' || t === 'ManagedEntity')
+          out.push(...w.datastores.map((d) => moref('Datastore', d.moref)));
         if (t === 'Datacenter' || t === 'ManagedEntity') out.push(moref('Datacenter', w.datacenter.moref));
       }
     }
@@ -526,7 +595,12 @@ export class LabVimServer {
         const targets: MoRef[] = [];
         if (os.skip !== true) targets.push(obj);
         for (const sel of (os.selectSet as VimObject[] | undefined) ?? []) {
-          if (sel._type === 'TraversalSpec' && sel.type === 'ContainerView' && sel.path === 'view' && obj.type === 'ContainerView') {
+          if (
+            sel._type === 'TraversalSpec' &&
+            sel.type === 'ContainerView' &&
+            sel.path === 'view' &&
+            obj.type === 'ContainerView'
+          ) {
             targets.push(...this.viewContents(obj.value));
           }
         }
@@ -585,7 +659,11 @@ export class LabVimServer {
       case 'HostSystem': {
         const h = w.host(obj.value);
         if (path === 'name') return h.name;
-        if (path === 'datastore') return arrayOf(MOREF_TYPE, h.datastores.map((d) => moref('Datastore', d)));
+        if (path === 'datastore')
+          return arrayOf(
+            MOREF_TYPE,
+            h.datastores.map((d) => moref('Datastore', d)),
+          );
         if (path === 'parent') return moref('ComputeResource', `domain-s${h.moref.slice(5)}`);
         break;
       }

@@ -1,5 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync, fsyncSync, ftruncateSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+  fsyncSync,
+  ftruncateSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import koffi from 'koffi';
 
@@ -77,7 +89,13 @@ export function parseDescriptor(text: string, where: string): Descriptor {
 }
 
 export function formatDescriptor(d: Descriptor): string {
-  const lines = ['# Disk DescriptorFile', 'version=1', 'encoding="UTF-8"', `CID=${d.cid}`, `parentCID=${d.parentCid}`];
+  const lines = [
+    '# Disk DescriptorFile',
+    'version=1',
+    'encoding="UTF-8"',
+    `CID=${d.cid}`,
+    `parentCID=${d.parentCid}`,
+  ];
   lines.push(`createType="${d.createType}"`);
   if (d.parentFileNameHint) lines.push(`parentFileNameHint="${d.parentFileNameHint}"`);
   if (d.changeTrackPath) lines.push(`changeTrackPath="${d.changeTrackPath}"`);
@@ -136,8 +154,13 @@ function geometry(capacitySectors: number): [string, string][] {
 }
 
 /** Creates a base disk (descriptor + sparse flat extent of exactly `capacity` bytes). */
-export function createBaseDisk(descPath: string, capacity: number, opts: { uuid: string; changeTrackPath?: string | undefined }): Descriptor {
-  if (capacity % SECTOR !== 0) throw new Error(`capacity ${capacity} of ${descPath} is not a whole number of sectors`);
+export function createBaseDisk(
+  descPath: string,
+  capacity: number,
+  opts: { uuid: string; changeTrackPath?: string | undefined },
+): Descriptor {
+  if (capacity % SECTOR !== 0)
+    throw new Error(`capacity ${capacity} of ${descPath} is not a whole number of sectors`);
   const stem = basename(descPath, '.vmdk');
   const cid = newCid();
   const d: Descriptor = {
@@ -194,7 +217,9 @@ export function createDelta(descPath: string, parentPath: string): Descriptor {
   } finally {
     closeSync(fd);
   }
-  writeFileSync(mapPath(descPath, d), Buffer.alloc(Math.ceil(Math.ceil(capacity / grain) / 8)), { mode: 0o644 });
+  writeFileSync(mapPath(descPath, d), Buffer.alloc(Math.ceil(Math.ceil(capacity / grain) / 8)), {
+    mode: 0o644,
+  });
   writeDescriptor(descPath, d);
   return d;
 }
@@ -208,7 +233,11 @@ export function mapPath(descPath: string, d: Descriptor): string {
 }
 
 /** Resolves a descriptor's parent to an absolute path (same folder, or `[ds] path` via `resolveDs`). */
-export function parentPath(descPath: string, d: Descriptor, resolveDs: (dsPath: string) => string): string | undefined {
+export function parentPath(
+  descPath: string,
+  d: Descriptor,
+  resolveDs: (dsPath: string) => string,
+): string | undefined {
   const hint = d.parentFileNameHint;
   if (!hint) return undefined;
   if (hint.startsWith('[')) return resolveDs(hint);
@@ -223,7 +252,7 @@ export interface ChainLink {
 /** The chain from `descPath` down to its base: [top, ..., base]. */
 export function readChain(descPath: string, resolveDs: (dsPath: string) => string): ChainLink[] {
   const chain: ChainLink[] = [];
-  for (let p: string | undefined = descPath; p; ) {
+  for (let p: string | undefined = descPath; p;) {
     const d = readDescriptor(p);
     chain.push({ path: p, d });
     p = parentPath(p, d, resolveDs);
@@ -304,7 +333,8 @@ export function writeTop(chain: ChainLink[], offset: number, data: Buffer): void
   const top = chain[0];
   if (!top) throw new Error('empty chain');
   const cap = capacityBytes(top.d);
-  if (offset < 0 || offset + data.length > cap) throw new RangeError(`write ${offset}+${data.length} is beyond the disk (${cap} bytes)`);
+  if (offset < 0 || offset + data.length > cap)
+    throw new RangeError(`write ${offset}+${data.length} is beyond the disk (${cap} bytes)`);
   const ext = extentPath(top.path, top.d);
   if (top.d.createType === 'vmfs') {
     pwriteFull(ext, data, offset);
@@ -334,7 +364,11 @@ export function writeTop(chain: ChainLink[], offset: number, data: Buffer): void
 }
 
 const libc = koffi.load('libc.so.6');
-const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)') as (fd: number, off: number, whence: number) => number | bigint;
+const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)') as (
+  fd: number,
+  off: number,
+  whence: number,
+) => number | bigint;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 
@@ -413,7 +447,10 @@ export function mergeIntoParent(childPath: string, resolveDs: (dsPath: string) =
 
 export function deleteDiskFile(descPath: string): void {
   const d = readDescriptor(descPath);
-  for (const p of [extentPath(descPath, d), d.createType === 'vmfsSparse' ? mapPath(descPath, d) : undefined]) {
+  for (const p of [
+    extentPath(descPath, d),
+    d.createType === 'vmfsSparse' ? mapPath(descPath, d) : undefined,
+  ]) {
     if (p && existsSync(p)) unlinkSync(p);
   }
   unlinkSync(descPath);

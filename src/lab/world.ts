@@ -2,9 +2,23 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { arrayOf, moref, typed, type MoRef, type VimObject, type VimValue } from '../vsphere/wire/values.js';
-import { createAttachRecord, deleteAttachRecord, listAllAttachRecords, listAttachRecords, SlotTakenError, type AttachRecord } from './attach.js';
+import {
+  createAttachRecord,
+  deleteAttachRecord,
+  listAllAttachRecords,
+  listAttachRecords,
+  SlotTakenError,
+  type AttachRecord,
+} from './attach.js';
 import { writeDiskContent } from './content.js';
-import { appendEpoch, appendWrite, changesBetween, readJournal, resetJournal, UnknownChangeIdError } from './ctk.js';
+import {
+  appendEpoch,
+  appendWrite,
+  changesBetween,
+  readJournal,
+  resetJournal,
+  UnknownChangeIdError,
+} from './ctk.js';
 import type { LabDefinition, LabVmDefinition } from './definition.js';
 import { LabFault } from './fault.js';
 import {
@@ -14,7 +28,6 @@ import {
   createBaseDisk,
   createDelta,
   ddbValue,
-  deleteDiskFile,
   grainSize,
   mergeIntoParent,
   newDdbUuid,
@@ -221,7 +234,11 @@ export class LabWorld {
       vms: [],
     };
     for (const d of def.datastores) {
-      this.state.datastores.push({ moref: this.id('datastore'), name: d.name, capacity: d.capacityGiB * 1024 ** 3 });
+      this.state.datastores.push({
+        moref: this.id('datastore'),
+        name: d.name,
+        capacity: d.capacityGiB * 1024 ** 3,
+      });
       mkdirSync(join(this.root, 'datastores', d.name), { recursive: true });
     }
     for (const h of def.hosts) {
@@ -240,7 +257,10 @@ export class LabWorld {
 
   private async addVm(v: LabVmDefinition, proxy: boolean): Promise<void> {
     const host = v.host ? this.state.hosts.find((h) => h.name === v.host)! : this.state.hosts[0]!;
-    const dsName = v.datastore ?? this.state.datastores.find((d) => host.datastores.includes(d.moref))?.name ?? this.state.datastores[0]!.name;
+    const dsName =
+      v.datastore ??
+      this.state.datastores.find((d) => host.datastores.includes(d.moref))?.name ??
+      this.state.datastores[0]!.name;
     const ds = this.dsByName(dsName);
     const vm: VmState = {
       moref: this.id('vm'),
@@ -268,13 +288,19 @@ export class LabWorld {
     }
     for (const d of v.disks) {
       if (!vm.controllers.some((c) => c.key === d.controllerKey)) {
-        vm.controllers.push({ key: d.controllerKey, type: 'VirtualLsiLogicController', busNumber: d.controllerKey - 1000 });
+        vm.controllers.push({
+          key: d.controllerKey,
+          type: 'VirtualLsiLogicController',
+          busNumber: d.controllerKey - 1000,
+        });
       }
     }
     const folder = join(this.root, 'datastores', ds.name, v.name);
     mkdirSync(folder, { recursive: true });
     v.disks.forEach((d, i) => {
-      const used = new Set(vm.disks.filter((x) => x.controllerKey === d.controllerKey).map((x) => x.unitNumber));
+      const used = new Set(
+        vm.disks.filter((x) => x.controllerKey === d.controllerKey).map((x) => x.unitNumber),
+      );
       let unit = d.unitNumber;
       if (unit === undefined) {
         unit = 0;
@@ -298,7 +324,11 @@ export class LabWorld {
       if (d.content) {
         const disk = vm.disks[i]!;
         const desc = readDescriptor(this.fsPath(disk.base));
-        await writeDiskContent(join(folder, desc.extentFile), { sizeBytes: disk.capacity, seed: d.content.seed, template: d.content.template });
+        await writeDiskContent(join(folder, desc.extentFile), {
+          sizeBytes: disk.capacity,
+          seed: d.content.seed,
+          template: d.content.template,
+        });
       }
     }
     this.state.vms.push(vm);
@@ -319,7 +349,10 @@ export class LabWorld {
   /** `[ds1] a/b.vmdk` -> `<root>/datastores/ds1/a/b.vmdk`. */
   fsPath(dsPath: string): string {
     const m = /^\[([^\]]+)\]\s*(.*)$/.exec(dsPath);
-    if (!m) throw new LabFault('InvalidArgument', `${dsPath} is not a datastore path`, { invalidProperty: 'fileName' });
+    if (!m)
+      throw new LabFault('InvalidArgument', `${dsPath} is not a datastore path`, {
+        invalidProperty: 'fileName',
+      });
     return join(this.root, 'datastores', m[1]!, m[2]!);
   }
 
@@ -373,9 +406,13 @@ export class LabWorld {
   }
 
   notFound(type: string, value: string): LabFault {
-    return new LabFault('ManagedObjectNotFound', `The object '${type}:${value}' has already been deleted or has not been completely created`, {
-      obj: moref(type, value),
-    });
+    return new LabFault(
+      'ManagedObjectNotFound',
+      `The object '${type}:${value}' has already been deleted or has not been completely created`,
+      {
+        obj: moref(type, value),
+      },
+    );
   }
 
   host(ref: string): HostState {
@@ -430,7 +467,9 @@ export class LabWorld {
   }
 
   private cbtActive(disk: DiskState): boolean {
-    return existsSync(this.ctkPath(disk)) && readDescriptor(this.fsPath(disk.top)).changeTrackPath !== undefined;
+    return (
+      existsSync(this.ctkPath(disk)) && readDescriptor(this.fsPath(disk.top)).changeTrackPath !== undefined
+    );
   }
 
   /** The live changeId of a disk: `<uuid>/<last epoch>` once the journal exists. */
@@ -446,16 +485,24 @@ export class LabWorld {
   guestWrite(vmId: string, diskKey: number, offset: number, data: Buffer): void {
     const vm = this.vmByRefOrName(vmId);
     const disk = vm.disks.find((d) => d.key === diskKey);
-    if (!disk) throw new LabFault('InvalidArgument', `VM ${vm.name} has no disk ${diskKey}`, { invalidProperty: 'deviceKey' });
-    if (offset < 0 || offset + data.length > disk.capacity) {
-      throw new LabFault('InvalidArgument', `write ${offset}+${data.length} is outside disk ${diskKey} of ${vm.name} (${disk.capacity} bytes)`, {
-        invalidProperty: 'offset',
+    if (!disk)
+      throw new LabFault('InvalidArgument', `VM ${vm.name} has no disk ${diskKey}`, {
+        invalidProperty: 'deviceKey',
       });
+    if (offset < 0 || offset + data.length > disk.capacity) {
+      throw new LabFault(
+        'InvalidArgument',
+        `write ${offset}+${data.length} is outside disk ${diskKey} of ${vm.name} (${disk.capacity} bytes)`,
+        {
+          invalidProperty: 'offset',
+        },
+      );
     }
     const chain = this.chainOf(disk.top);
     writeTop(chain, offset, data);
     const top = chain[0]!;
-    if (top.d.changeTrackPath) appendWrite(join(dirname(top.path), top.d.changeTrackPath), offset, data.length);
+    if (top.d.changeTrackPath)
+      appendWrite(join(dirname(top.path), top.d.changeTrackPath), offset, data.length);
   }
 
   /** Reads the current content of a VM disk (or of a snapshot's view of it). */
@@ -496,18 +543,30 @@ export class LabWorld {
   checkWritable(vm: VmState): void {
     const host = this.host(vm.host);
     if (host.license === 'free') {
-      throw new LabFault('RestrictedVersion', 'Current license or ESXi version prohibits execution of the requested operation.');
+      throw new LabFault(
+        'RestrictedVersion',
+        'Current license or ESXi version prohibits execution of the requested operation.',
+      );
     }
     const running = this.busy.get(vm.moref);
     if (running) {
-      throw new LabFault('TaskInProgress', `The operation is not allowed in the current state: task ${running} is running on ${vm.name}.`, {
-        task: moref('Task', running),
-      });
+      throw new LabFault(
+        'TaskInProgress',
+        `The operation is not allowed in the current state: task ${running} is running on ${vm.name}.`,
+        {
+          task: moref('Task', running),
+        },
+      );
     }
   }
 
   /** Starts a task on `vm` that runs `action` after the configured duration, reporting progress. */
-  startTask(descriptionId: string, vm: VmState, action: () => VimValue | undefined, failWith?: LabFault): MoRef {
+  startTask(
+    descriptionId: string,
+    vm: VmState,
+    action: () => VimValue | undefined,
+    failWith?: LabFault,
+  ): MoRef {
     this.checkWritable(vm);
     const ref = this.id('task');
     const now = new Date().toISOString();
@@ -530,9 +589,12 @@ export class LabWorld {
     const duration = this.def.taskDurationMs;
     const steps = duration > 0 ? 4 : 0;
     for (let i = 1; i < steps; i++) {
-      this.timer(() => {
-        if (task.state === 'running') task.progress = i * 25;
-      }, (duration * i) / steps);
+      this.timer(
+        () => {
+          if (task.state === 'running') task.progress = i * 25;
+        },
+        (duration * i) / steps,
+      );
     }
     const finish = (): void => {
       try {
@@ -542,7 +604,10 @@ export class LabWorld {
         task.progress = 100;
       } catch (err) {
         task.state = 'error';
-        task.error = err instanceof LabFault ? err : new LabFault('SystemError', (err as Error).message, { reason: (err as Error).message });
+        task.error =
+          err instanceof LabFault
+            ? err
+            : new LabFault('SystemError', (err as Error).message, { reason: (err as Error).message });
         task.progress = undefined;
       } finally {
         task.completeTime = new Date().toISOString();
@@ -571,54 +636,75 @@ export class LabWorld {
     }
   }
 
-  createSnapshot(vmRef: string, name: string, description: string, memory: boolean, quiesce: boolean, failWith?: LabFault): MoRef {
+  createSnapshot(
+    vmRef: string,
+    name: string,
+    description: string,
+    memory: boolean,
+    quiesce: boolean,
+    failWith?: LabFault,
+  ): MoRef {
     const vm = this.vm(vmRef);
-    if (vm.template) throw new LabFault('InvalidState', `VM ${vm.name} is a template and cannot be snapshotted.`);
+    if (vm.template)
+      throw new LabFault('InvalidState', `VM ${vm.name} is a template and cannot be snapshotted.`);
     let fail = failWith;
     if (!fail && quiesce && vm.powerState === 'poweredOn' && !vm.tools) {
-      fail = new LabFault('ToolsUnavailable', `Cannot quiesce this virtual machine because VMware Tools is not currently available.`);
+      fail = new LabFault(
+        'ToolsUnavailable',
+        `Cannot quiesce this virtual machine because VMware Tools is not currently available.`,
+      );
     }
-    return this.startTask('VirtualMachine.createSnapshot', vm, () => {
-      if (vm.cbtEnabled && vm.cbtPendingStun) this.activateCbt(vm);
-      const snapRef = this.id('snapshot');
-      const disks: SnapDisk[] = [];
-      for (const disk of vm.disks) {
-        let changeId: string | undefined;
-        if (this.cbtActive(disk)) {
-          const epoch = appendEpoch(this.ctkPath(disk));
-          changeId = `${readJournal(this.ctkPath(disk)).uuid}/${epoch}`;
+    return this.startTask(
+      'VirtualMachine.createSnapshot',
+      vm,
+      () => {
+        if (vm.cbtEnabled && vm.cbtPendingStun) this.activateCbt(vm);
+        const snapRef = this.id('snapshot');
+        const disks: SnapDisk[] = [];
+        for (const disk of vm.disks) {
+          let changeId: string | undefined;
+          if (this.cbtActive(disk)) {
+            const epoch = appendEpoch(this.ctkPath(disk));
+            changeId = `${readJournal(this.ctkPath(disk)).uuid}/${epoch}`;
+          }
+          const deltaPath = this.nextDeltaName(disk);
+          createDelta(deltaPath, this.fsPath(disk.top));
+          const frozen = disk.top;
+          disk.top = this.dsPathOf(deltaPath);
+          disks.push({ key: disk.key, frozen, delta: disk.top, changeId });
         }
-        const deltaPath = this.nextDeltaName(disk);
-        createDelta(deltaPath, this.fsPath(disk.top));
-        const frozen = disk.top;
-        disk.top = this.dsPathOf(deltaPath);
-        disks.push({ key: disk.key, frozen, delta: disk.top, changeId });
-      }
-      vm.snapshots.push({
-        moref: snapRef,
-        id: vm.snapshots.reduce((m, s) => Math.max(m, s.id), 0) + 1,
-        name,
-        description,
-        createTime: new Date().toISOString(),
-        quiesced: quiesce && vm.powerState === 'poweredOn' && vm.tools,
-        state: memory && vm.powerState === 'poweredOn' ? 'poweredOn' : 'poweredOff',
-        parent: vm.currentSnapshot,
-        disks,
-      });
-      vm.currentSnapshot = snapRef;
-      return moref('VirtualMachineSnapshot', snapRef);
-    }, fail);
+        vm.snapshots.push({
+          moref: snapRef,
+          id: vm.snapshots.reduce((m, s) => Math.max(m, s.id), 0) + 1,
+          name,
+          description,
+          createTime: new Date().toISOString(),
+          quiesced: quiesce && vm.powerState === 'poweredOn' && vm.tools,
+          state: memory && vm.powerState === 'poweredOn' ? 'poweredOn' : 'poweredOff',
+          parent: vm.currentSnapshot,
+          disks,
+        });
+        vm.currentSnapshot = snapRef;
+        return moref('VirtualMachineSnapshot', snapRef);
+      },
+      fail,
+    );
   }
 
   removeSnapshot(snapRef: string, removeChildren: boolean, consolidate: boolean, failWith?: LabFault): MoRef {
     const { vm } = this.snapshot(snapRef);
-    return this.startTask('VirtualMachine.removeSnapshot', vm, () => {
-      const { snap } = this.snapshot(snapRef);
-      const victims = removeChildren ? this.descendants(vm, snap).reverse() : [];
-      for (const v of victims) this.removeOne(vm, v, consolidate);
-      this.removeOne(vm, snap, consolidate);
-      return undefined;
-    }, failWith);
+    return this.startTask(
+      'VirtualMachine.removeSnapshot',
+      vm,
+      () => {
+        const { snap } = this.snapshot(snapRef);
+        const victims = removeChildren ? this.descendants(vm, snap).reverse() : [];
+        for (const v of victims) this.removeOne(vm, v, consolidate);
+        this.removeOne(vm, snap, consolidate);
+        return undefined;
+      },
+      failWith,
+    );
   }
 
   private descendants(vm: VmState, snap: SnapState): SnapState[] {
@@ -655,9 +741,13 @@ export class LabWorld {
       const parent = this.fsPath(m.parent);
       if (locked.has(child) || locked.has(parent)) {
         if (strict) {
-          throw new LabFault('FileLocked', `Unable to access file ${locked.has(parent) ? m.parent : m.child} since it is locked`, {
-            file: locked.has(parent) ? m.parent : m.child,
-          });
+          throw new LabFault(
+            'FileLocked',
+            `Unable to access file ${locked.has(parent) ? m.parent : m.child} since it is locked`,
+            {
+              file: locked.has(parent) ? m.parent : m.child,
+            },
+          );
         }
         remaining.push(m);
         continue;
@@ -694,10 +784,15 @@ export class LabWorld {
 
   consolidateTask(vmRef: string, failWith?: LabFault): MoRef {
     const vm = this.vm(vmRef);
-    return this.startTask('VirtualMachine.consolidateDisks', vm, () => {
-      this.consolidate(vm, true);
-      return undefined;
-    }, failWith);
+    return this.startTask(
+      'VirtualMachine.consolidateDisks',
+      vm,
+      () => {
+        this.consolidate(vm, true);
+        return undefined;
+      },
+      failWith,
+    );
   }
 
   consolidationNeeded(vm: VmState): boolean {
@@ -706,7 +801,13 @@ export class LabWorld {
 
   // --- QueryChangedDiskAreas ------------------------------------------------------------------
 
-  queryChangedDiskAreas(vmRef: string, snapRef: string | undefined, deviceKey: number, startOffset: number, changeId: string): VimObject {
+  queryChangedDiskAreas(
+    vmRef: string,
+    snapRef: string | undefined,
+    deviceKey: number,
+    startOffset: number,
+    changeId: string,
+  ): VimObject {
     const vm = this.vm(vmRef);
     let file: string;
     let toChangeId: string | undefined;
@@ -715,16 +816,26 @@ export class LabWorld {
       const snap = vm.snapshots.find((s) => s.moref === snapRef);
       if (!snap) throw this.notFound('VirtualMachineSnapshot', snapRef);
       const sd = snap.disks.find((d) => d.key === deviceKey);
-      if (!sd) throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', { invalidProperty: 'deviceKey' });
+      if (!sd)
+        throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', {
+          invalidProperty: 'deviceKey',
+        });
       file = sd.frozen;
       toChangeId = sd.changeId;
     } else {
-      if (!disk) throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', { invalidProperty: 'deviceKey' });
-      if (vm.powerState !== 'poweredOff') {
-        throw new LabFault('InvalidPowerState', `QueryChangedDiskAreas without a snapshot needs ${vm.name} powered off.`, {
-          requestedState: typed('VirtualMachinePowerState', 'poweredOff'),
-          existingState: typed('VirtualMachinePowerState', vm.powerState),
+      if (!disk)
+        throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', {
+          invalidProperty: 'deviceKey',
         });
+      if (vm.powerState !== 'poweredOff') {
+        throw new LabFault(
+          'InvalidPowerState',
+          `QueryChangedDiskAreas without a snapshot needs ${vm.name} powered off.`,
+          {
+            requestedState: typed('VirtualMachinePowerState', 'poweredOff'),
+            existingState: typed('VirtualMachinePowerState', vm.powerState),
+          },
+        );
       }
       file = disk.top;
       toChangeId = this.liveChangeId(disk);
@@ -732,10 +843,13 @@ export class LabWorld {
     const chain = this.chainOf(file);
     const cap = capacityBytes(chain[0]!.d);
     if (!Number.isSafeInteger(startOffset) || startOffset < 0 || startOffset >= cap) {
-      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: startOffset', { invalidProperty: 'startOffset' });
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: startOffset', {
+        invalidProperty: 'startOffset',
+      });
     }
     const max = this.cbtWindow.maxWindow;
-    const size = this.cbtWindow.seed === undefined ? max : Math.max(512, Math.floor((this.random() * max) / 512) * 512);
+    const size =
+      this.cbtWindow.seed === undefined ? max : Math.max(512, Math.floor((this.random() * max) / 512) * 512);
     const end = Math.min(cap, startOffset + size);
     let ranges: [number, number][];
     if (changeId === '*') {
@@ -745,22 +859,41 @@ export class LabWorld {
       if (!ctk || !toChangeId) {
         throw new LabFault('FileFault', `Change tracking is not active on disk ${deviceKey} of ${vm.name}.`, {
           file,
-          faultMessage: [{ _type: 'LocalizableMessage', key: 'vim.hostd.vmsvc.cbt.noTrack', message: 'Change tracking is not active' }],
+          faultMessage: [
+            {
+              _type: 'LocalizableMessage',
+              key: 'vim.hostd.vmsvc.cbt.noTrack',
+              message: 'Change tracking is not active',
+            },
+          ],
         });
       }
       const m = /^(.*)\/(\d+)$/.exec(changeId);
       const t = /^(.*)\/(\d+)$/.exec(toChangeId);
       try {
         if (!m || !t) throw new UnknownChangeIdError(`${changeId} is not a changeId`);
-        ranges = changesBetween(readJournal(join(dirname(chain[0]!.path), ctk)), m[1]!, Number(m[2]), Number(t[2]));
+        ranges = changesBetween(
+          readJournal(join(dirname(chain[0]!.path), ctk)),
+          m[1]!,
+          Number(m[2]),
+          Number(t[2]),
+        );
       } catch (err) {
         if (!(err instanceof UnknownChangeIdError)) throw err;
-        throw new LabFault('FileFault', `Error caused by file ${file}: cannot get changes for changeId ${changeId}: ${err.message}`, {
-          file,
-          faultMessage: [
-            { _type: 'LocalizableMessage', key: 'vim.hostd.vmsvc.cbt.cannotGetChanges', message: 'Cannot compute changes for this changeId' },
-          ],
-        });
+        throw new LabFault(
+          'FileFault',
+          `Error caused by file ${file}: cannot get changes for changeId ${changeId}: ${err.message}`,
+          {
+            file,
+            faultMessage: [
+              {
+                _type: 'LocalizableMessage',
+                key: 'vim.hostd.vmsvc.cbt.cannotGetChanges',
+                message: 'Cannot compute changes for this changeId',
+              },
+            ],
+          },
+        );
       }
     }
     const changedArea: VimObject[] = [];
@@ -781,51 +914,74 @@ export class LabWorld {
     for (const [i, c] of changes.entries()) {
       const dev = c.device as VimObject;
       if (dev._type !== 'VirtualDisk') {
-        throw new LabFault('NotSupported', `the lab only adds and removes VirtualDisk devices (deviceChange[${i}] is ${dev._type})`);
+        throw new LabFault(
+          'NotSupported',
+          `the lab only adds and removes VirtualDisk devices (deviceChange[${i}] is ${dev._type})`,
+        );
       }
       if (c.fileOperation !== undefined) {
-        throw new LabFault('InvalidDeviceSpec', `the lab neither creates nor destroys disk files through ReconfigVM (fileOperation=${String(c.fileOperation)})`, {
-          deviceIndex: i,
-          property: 'fileOperation',
-        });
+        throw new LabFault(
+          'InvalidDeviceSpec',
+          `the lab neither creates nor destroys disk files through ReconfigVM (fileOperation=${String(c.fileOperation)})`,
+          {
+            deviceIndex: i,
+            property: 'fileOperation',
+          },
+        );
       }
     }
-    return this.startTask('VirtualMachine.reconfigure', vm, () => {
-      for (const [i, c] of changes.entries()) {
-        if (c.operation === 'add') this.addDisk(vm, c.device as VimObject, i);
-        else if (c.operation === 'remove') this.removeDisk(vm, c.device as VimObject, i);
-        else throw new LabFault('InvalidDeviceSpec', `operation ${String(c.operation)} is not supported by the lab`, { deviceIndex: i });
-      }
-      for (const ov of (spec.extraConfig as VimObject[] | undefined) ?? []) {
-        const key = String(ov.key);
-        const value = ov.value === undefined ? '' : String(ov.value);
-        vm.extraConfig = vm.extraConfig.filter(([k]) => k !== key);
-        if (value !== '') vm.extraConfig.push([key, value]);
-      }
-      if (spec.changeTrackingEnabled === true && !vm.cbtEnabled) {
-        vm.cbtEnabled = true;
-        if (vm.powerState === 'poweredOff') this.activateCbt(vm);
-        else vm.cbtPendingStun = true;
-      } else if (spec.changeTrackingEnabled === false && vm.cbtEnabled) {
-        vm.cbtEnabled = false;
-        this.deactivateCbt(vm);
-      }
-      return undefined;
-    }, failWith);
+    return this.startTask(
+      'VirtualMachine.reconfigure',
+      vm,
+      () => {
+        for (const [i, c] of changes.entries()) {
+          if (c.operation === 'add') this.addDisk(vm, c.device as VimObject, i);
+          else if (c.operation === 'remove') this.removeDisk(vm, c.device as VimObject, i);
+          else
+            throw new LabFault(
+              'InvalidDeviceSpec',
+              `operation ${String(c.operation)} is not supported by the lab`,
+              { deviceIndex: i },
+            );
+        }
+        for (const ov of (spec.extraConfig as VimObject[] | undefined) ?? []) {
+          const key = String(ov.key);
+          const value = ov.value === undefined ? '' : String(ov.value);
+          vm.extraConfig = vm.extraConfig.filter(([k]) => k !== key);
+          if (value !== '') vm.extraConfig.push([key, value]);
+        }
+        if (spec.changeTrackingEnabled === true && !vm.cbtEnabled) {
+          vm.cbtEnabled = true;
+          if (vm.powerState === 'poweredOff') this.activateCbt(vm);
+          else vm.cbtPendingStun = true;
+        } else if (spec.changeTrackingEnabled === false && vm.cbtEnabled) {
+          vm.cbtEnabled = false;
+          this.deactivateCbt(vm);
+        }
+        return undefined;
+      },
+      failWith,
+    );
   }
 
   private addDisk(vm: VmState, dev: VimObject, index: number): void {
     const backing = (dev.backing ?? {}) as VimObject;
     const fileName = typeof backing.fileName === 'string' ? backing.fileName : '';
     const fs = this.fsPath(fileName);
-    if (!existsSync(fs)) throw new LabFault('FileNotFound', `File ${fileName} was not found`, { file: fileName });
+    if (!existsSync(fs))
+      throw new LabFault('FileNotFound', `File ${fileName} was not found`, { file: fileName });
     const ck = typeof dev.controllerKey === 'number' ? dev.controllerKey : -1;
     if (!vm.controllers.some((c) => c.key === ck)) {
-      throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no controller ${ck}`, { deviceIndex: index, property: 'device.controllerKey' });
+      throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no controller ${ck}`, {
+        deviceIndex: index,
+        property: 'device.controllerKey',
+      });
     }
     const taken = new Set<number>([
       ...vm.disks.filter((d) => d.controllerKey === ck).map((d) => d.unitNumber),
-      ...this.attachRecords(vm).filter((r) => r.controllerKey === ck).map((r) => r.unitNumber),
+      ...this.attachRecords(vm)
+        .filter((r) => r.controllerKey === ck)
+        .map((r) => r.unitNumber),
       7,
     ]);
     let unit = typeof dev.unitNumber === 'number' ? dev.unitNumber : undefined;
@@ -845,7 +1001,9 @@ export class LabWorld {
         if (other === vm) continue;
         for (const d of other.disks) {
           if (this.chainOf(d.top).some((l) => l.path === fs)) {
-            throw new LabFault('FileLocked', `Unable to access file ${fileName} since it is locked`, { file: fileName });
+            throw new LabFault('FileLocked', `Unable to access file ${fileName} since it is locked`, {
+              file: fileName,
+            });
           }
         }
       }
@@ -868,7 +1026,10 @@ export class LabWorld {
       });
     } catch (err) {
       if (err instanceof SlotTakenError) {
-        throw new LabFault('InvalidDeviceSpec', err.message, { deviceIndex: index, property: 'device.unitNumber' });
+        throw new LabFault('InvalidDeviceSpec', err.message, {
+          deviceIndex: index,
+          property: 'device.unitNumber',
+        });
       }
       throw err;
     }
@@ -882,9 +1043,15 @@ export class LabWorld {
       return;
     }
     if (vm.disks.some((d) => d.key === key)) {
-      throw new LabFault('NotSupported', `the lab does not remove a VM's own disk (${String(key)} of ${vm.name})`);
+      throw new LabFault(
+        'NotSupported',
+        `the lab does not remove a VM's own disk (${String(key)} of ${vm.name})`,
+      );
     }
-    throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no device ${String(key)}`, { deviceIndex: index, property: 'device.key' });
+    throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no device ${String(key)}`, {
+      deviceIndex: index,
+      property: 'device.key',
+    });
   }
 
   // --- Property views -------------------------------------------------------------------------
@@ -915,13 +1082,25 @@ export class LabWorld {
     };
   }
 
-  private diskDevice(key: number, ck: number, unit: number, label: string, file: string, diskMode: string, changeId: string | undefined): VimObject {
+  private diskDevice(
+    key: number,
+    ck: number,
+    unit: number,
+    label: string,
+    file: string,
+    diskMode: string,
+    changeId: string | undefined,
+  ): VimObject {
     const chain = this.chainOf(file);
     const cap = capacityBytes(chain[0]!.d);
     return {
       _type: 'VirtualDisk',
       key,
-      deviceInfo: { _type: 'Description', label, summary: `${Math.floor(cap / 1024).toLocaleString('en-US')} KB` },
+      deviceInfo: {
+        _type: 'Description',
+        label,
+        summary: `${Math.floor(cap / 1024).toLocaleString('en-US')} KB`,
+      },
       backing: this.backing(chain, 0, diskMode, changeId),
       controllerKey: ck,
       unitNumber: unit,
@@ -933,11 +1112,29 @@ export class LabWorld {
   /** `config.hardware.device` of a VM (its disks, attach records shown as disks, controllers). */
   vmDevices(vm: VmState): VimObject[] {
     const disks: VimObject[] = vm.disks.map((d) =>
-      this.diskDevice(d.key, d.controllerKey, d.unitNumber, d.label, d.top, 'persistent', this.liveChangeId(d)),
+      this.diskDevice(
+        d.key,
+        d.controllerKey,
+        d.unitNumber,
+        d.label,
+        d.top,
+        'persistent',
+        this.liveChangeId(d),
+      ),
     );
     for (const r of this.attachRecords(vm)) {
       try {
-        disks.push(this.diskDevice(r.deviceKey, r.controllerKey, r.unitNumber, `Hard disk (hot-added ${r.controllerKey}:${r.unitNumber})`, r.fileName, r.diskMode, undefined));
+        disks.push(
+          this.diskDevice(
+            r.deviceKey,
+            r.controllerKey,
+            r.unitNumber,
+            `Hard disk (hot-added ${r.controllerKey}:${r.unitNumber})`,
+            r.fileName,
+            r.diskMode,
+            undefined,
+          ),
+        );
       } catch {
         // A record naming a file that is gone shows nothing.
       }
@@ -962,7 +1159,15 @@ export class LabWorld {
   snapshotDevices(vm: VmState, snap: SnapState): VimObject[] {
     const disks = snap.disks.map((sd) => {
       const d = vm.disks.find((x) => x.key === sd.key)!;
-      return this.diskDevice(d.key, d.controllerKey, d.unitNumber, d.label, sd.frozen, 'persistent', sd.changeId);
+      return this.diskDevice(
+        d.key,
+        d.controllerKey,
+        d.unitNumber,
+        d.label,
+        sd.frozen,
+        'persistent',
+        sd.changeId,
+      );
     });
     return [...this.controllerDevices(vm, disks), ...disks];
   }
@@ -1028,7 +1233,9 @@ export class LabWorld {
       case 'parent':
         return moref('Folder', 'group-v3');
       default:
-        throw new LabFault('InvalidProperty', `the lab has no VirtualMachine property ${path}`, { name: path });
+        throw new LabFault('InvalidProperty', `the lab has no VirtualMachine property ${path}`, {
+          name: path,
+        });
     }
   }
 }

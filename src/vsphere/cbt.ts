@@ -46,15 +46,20 @@ export async function queryChangedAreas(client: VimClient, q: ChangedAreasQuery)
     const start = longToNumber(r.startOffset as VimLong, 'startOffset');
     const length = longToNumber(r.length as VimLong, 'length');
     if (start !== offset) {
-      throw new CbtCoverageError(`QueryChangedDiskAreas for ${where} answered from offset ${start}, asked ${offset}`);
+      throw new CbtCoverageError(
+        `QueryChangedDiskAreas for ${where} answered from offset ${start}, asked ${offset}`,
+      );
     }
-    if (length <= 0) throw new CbtCoverageError(`QueryChangedDiskAreas for ${where} made no progress at offset ${offset}`);
+    if (length <= 0)
+      throw new CbtCoverageError(`QueryChangedDiskAreas for ${where} made no progress at offset ${offset}`);
     for (const a of (r.changedArea as VimObject[] | undefined) ?? []) {
       const s = longToNumber(a.start as VimLong, 'changedArea.start');
       const l = longToNumber(a.length as VimLong, 'changedArea.length');
       if (l <= 0) continue;
       if (s < start || s + l > start + length) {
-        throw new CbtCoverageError(`QueryChangedDiskAreas for ${where} returned area ${s}+${l} outside its window ${start}+${length}`);
+        throw new CbtCoverageError(
+          `QueryChangedDiskAreas for ${where} returned area ${s}+${l} outside its window ${start}+${length}`,
+        );
       }
       areas.push({ start: s, length: l });
     }
@@ -62,7 +67,9 @@ export async function queryChangedAreas(client: VimClient, q: ChangedAreasQuery)
     offset = start + length;
   }
   if (covered !== q.capacityBytes) {
-    throw new CbtCoverageError(`QueryChangedDiskAreas for ${where} covered ${covered} bytes of a ${q.capacityBytes}-byte disk`);
+    throw new CbtCoverageError(
+      `QueryChangedDiskAreas for ${where} covered ${covered} bytes of a ${q.capacityBytes}-byte disk`,
+    );
   }
   areas.sort((a, b) => a.start - b.start);
   return areas;

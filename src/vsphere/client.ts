@@ -85,12 +85,16 @@ export class VimClient {
     const transport = new VimTransport(sdkUrl(opts.url), opts, opts.timeoutMs);
     transport.onExchange = opts.onExchange;
     try {
-      const sc = await transport.invoke('RetrieveServiceContent', { _this: moref('ServiceInstance', 'ServiceInstance') });
-      if (!isVimObject(sc)) throw new VimProtocolError(`RetrieveServiceContent returned no ServiceContent from ${opts.url}`);
+      const sc = await transport.invoke('RetrieveServiceContent', {
+        _this: moref('ServiceInstance', 'ServiceInstance'),
+      });
+      if (!isVimObject(sc))
+        throw new VimProtocolError(`RetrieveServiceContent returned no ServiceContent from ${opts.url}`);
       const about = sc.about as VimObject;
       const content: ServiceContent = {
         rootFolder: refField(sc, 'rootFolder') ?? moref('Folder', 'group-d1'),
-        propertyCollector: refField(sc, 'propertyCollector') ?? moref('PropertyCollector', 'propertyCollector'),
+        propertyCollector:
+          refField(sc, 'propertyCollector') ?? moref('PropertyCollector', 'propertyCollector'),
         viewManager: refField(sc, 'viewManager'),
         sessionManager: refField(sc, 'sessionManager'),
         searchIndex: refField(sc, 'searchIndex'),
@@ -105,7 +109,13 @@ export class VimClient {
         },
       };
       if (content.about.apiVersion) transport.setApiVersion(content.about.apiVersion);
-      const client = new VimClient(transport, content, opts.username, opts.password, opts.keepAliveMs ?? MAX_KEEPALIVE_MS);
+      const client = new VimClient(
+        transport,
+        content,
+        opts.username,
+        opts.password,
+        opts.keepAliveMs ?? MAX_KEEPALIVE_MS,
+      );
       await client.login();
       return client;
     } catch (err) {

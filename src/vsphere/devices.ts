@@ -43,14 +43,16 @@ export async function attachDisk(client: VimClient, vm: MoRef, opts: AttachOptio
   }
   let chosen: { key: number; unit: number } | undefined;
   for (const c of candidates) {
-    if (!c.scsi) throw new VimUsageError(`controller ${c.key} of ${vm.value} is a ${c.type}: hot-add needs SCSI`);
+    if (!c.scsi)
+      throw new VimUsageError(`controller ${c.key} of ${vm.value} is a ${c.type}: hot-add needs SCSI`);
     const u = freeUnit(c);
     if (u !== undefined) {
       chosen = { key: c.key, unit: u };
       break;
     }
   }
-  if (!chosen) throw new VimUsageError(`VM ${info.name} (${vm.value}) has no free SCSI unit for another disk`);
+  if (!chosen)
+    throw new VimUsageError(`VM ${info.name} (${vm.value}) has no free SCSI unit for another disk`);
   const device: VimObject = {
     _type: 'VirtualDisk',
     key: -100 - chosen.unit,
@@ -68,12 +70,15 @@ export async function attachDisk(client: VimClient, vm: MoRef, opts: AttachOptio
     deviceChange: [{ _type: 'VirtualDeviceConfigSpec', operation: 'add', device }],
   };
   if (opts.marker) {
-    spec.extraConfig = [{ _type: 'OptionValue', key: HOTADD_MARKER_PREFIX + opts.marker.key, value: opts.marker.value }];
+    spec.extraConfig = [
+      { _type: 'OptionValue', key: HOTADD_MARKER_PREFIX + opts.marker.key, value: opts.marker.value },
+    ];
   }
   await runTask(client, 'ReconfigVM_Task', { _this: vm, spec: spec as VimObject }, opts);
   const after = await getVm(client, vm);
   const disk = after.disks.find((d) => d.controllerKey === chosen.key && d.unitNumber === chosen.unit);
-  if (!disk) throw new VimUsageError(`the disk ${opts.fileName} did not appear on ${vm.value} after the reconfigure`);
+  if (!disk)
+    throw new VimUsageError(`the disk ${opts.fileName} did not appear on ${vm.value} after the reconfigure`);
   return { vm, controllerKey: chosen.key, unitNumber: chosen.unit, disk };
 }
 
@@ -89,7 +94,8 @@ export async function detachDisk(
 ): Promise<void> {
   const { props } = await retrieveOne(client, vm, ['config.hardware.device']);
   const devices = (props.get('config.hardware.device') as VimValue[] | undefined) ?? [];
-  const device = devices.find((d) => isVimObject(d) && d._type === 'VirtualDisk' && d.key === deviceKey) as VimObject | undefined;
+  const device = devices.find((d) => isVimObject(d) && d._type === 'VirtualDisk' && d.key === deviceKey) as
+    VimObject | undefined;
   if (!device) throw new VimUsageError(`VM ${vm.value} has no disk with device key ${deviceKey}`);
   const backing = device.backing as VimObject | undefined;
   const spec: Record<string, VimValue> = {
@@ -113,7 +119,8 @@ export async function detachDisk(
       },
     ],
   };
-  if (opts.markerKey) spec.extraConfig = [{ _type: 'OptionValue', key: HOTADD_MARKER_PREFIX + opts.markerKey, value: '' }];
+  if (opts.markerKey)
+    spec.extraConfig = [{ _type: 'OptionValue', key: HOTADD_MARKER_PREFIX + opts.markerKey, value: '' }];
   await runTask(client, 'ReconfigVM_Task', { _this: vm, spec: spec as VimObject }, opts);
 }
 
@@ -136,7 +143,12 @@ export async function writeExtraConfig(
   opts: WaitOptions = {},
 ): Promise<void> {
   const extraConfig = Object.entries(entries).map(([key, value]) => ({ _type: 'OptionValue', key, value }));
-  await runTask(client, 'ReconfigVM_Task', { _this: vm, spec: { _type: 'VirtualMachineConfigSpec', extraConfig } }, opts);
+  await runTask(
+    client,
+    'ReconfigVM_Task',
+    { _this: vm, spec: { _type: 'VirtualMachineConfigSpec', extraConfig } },
+    opts,
+  );
 }
 
 export interface ProxyDisk {
@@ -153,7 +165,11 @@ export interface ProxyDisk {
  * The disks attached to the proxy VM, each with the VM that owns the file (by matching the file
  * against every other VM's disk chains). A disk no other VM owns is the proxy's own.
  */
-export async function listProxyDisks(client: VimClient, proxyVm: MoRef, ownDiskKeys?: ReadonlySet<number>): Promise<ProxyDisk[]> {
+export async function listProxyDisks(
+  client: VimClient,
+  proxyVm: MoRef,
+  ownDiskKeys?: ReadonlySet<number>,
+): Promise<ProxyDisk[]> {
   const proxy = await getVm(client, proxyVm);
   const vms = (await listVms(client)).filter((v) => v.ref.value !== proxyVm.value);
   const owners = new Map<string, { vm: VmInfo; top: boolean }>();

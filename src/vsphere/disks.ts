@@ -1,4 +1,12 @@
-import { isMoRef, isVimObject, longToNumber, type MoRef, type VimLong, type VimObject, type VimValue } from './wire/values.js';
+import {
+  isMoRef,
+  isVimObject,
+  longToNumber,
+  type MoRef,
+  type VimLong,
+  type VimObject,
+  type VimValue,
+} from './wire/values.js';
 
 /** A virtual disk as the job layer needs it. */
 export interface DiskInfo {

@@ -8,10 +8,14 @@ export class VimError extends VbproxyError {}
 /** The server could not be reached, or the connection dropped mid-call. Retry with backoff. */
 export class VimConnectionError extends VimError {
   constructor(url: string, detail: string, cause?: unknown) {
-    super('VIM_CONNECTION', `cannot talk to vSphere at ${url}: ${detail}; check the address and the network, then retry`, {
-      cause,
-      transient: true,
-    });
+    super(
+      'VIM_CONNECTION',
+      `cannot talk to vSphere at ${url}: ${detail}; check the address and the network, then retry`,
+      {
+        cause,
+        transient: true,
+      },
+    );
   }
 }
 
@@ -66,8 +70,10 @@ const HINTS: Record<string, string> = {
   FileFault: 'a disk or configuration file could not be used',
   FileLocked: 'a file is locked, typically by a disk still hot-added to a proxy; detach it and retry',
   RestrictedVersion: 'the host licence forbids write operations (free ESXi); use a licensed host',
-  ApplicationQuiesceFault: 'quiescing the guest failed (a pre-freeze script or VSS writer); retry or lower the consistency level',
-  FilesystemQuiesceFault: 'the guest file systems could not be frozen in time; retry or lower the consistency level',
+  ApplicationQuiesceFault:
+    'quiescing the guest failed (a pre-freeze script or VSS writer); retry or lower the consistency level',
+  FilesystemQuiesceFault:
+    'the guest file systems could not be frozen in time; retry or lower the consistency level',
   ToolsUnavailable: 'VMware Tools are not running in the guest, so it cannot be quiesced',
   InvalidLogin: 'the user name or password is wrong',
   MethodNotFound: 'the server does not implement this method',
@@ -137,7 +143,12 @@ export class MethodNotFoundError extends VimFaultError {}
 export class InvalidArgumentError extends VimFaultError {}
 export class NotFoundError extends VimFaultError {}
 
-type FaultClass = new (fault: VimObject, msg: string, ctx: FaultContext, transient?: boolean) => VimFaultError;
+type FaultClass = new (
+  fault: VimObject,
+  msg: string,
+  ctx: FaultContext,
+  transient?: boolean,
+) => VimFaultError;
 
 const CLASSES: [string, FaultClass, boolean][] = [
   ['NotAuthenticated', NotAuthenticatedError, true],

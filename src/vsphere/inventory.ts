@@ -2,7 +2,16 @@ import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
 import { MethodNotFoundError, VimLookupError, VimProtocolError } from './errors.js';
 import { listByType, retrieveOne, type RetrieveOptions } from './property.js';
-import { isMoRef, isVimObject, longToNumber, moref, type MoRef, type VimLong, type VimObject, type VimValue } from './wire/values.js';
+import {
+  isMoRef,
+  isVimObject,
+  longToNumber,
+  moref,
+  type MoRef,
+  type VimLong,
+  type VimObject,
+  type VimValue,
+} from './wire/values.js';
 
 /** The VM properties vbproxy reads before a backup. */
 export const VM_PATHS = [
@@ -116,7 +125,11 @@ export async function findVmByMoref(client: VimClient, id: string): Promise<MoRe
 
 /** `VMware-42 1f 24 5c 7f a8 60 fa-6a f6 a4 63 51 ce d0 eb` -> `421f245c-7fa8-60fa-6af6-a46351ced0eb`. */
 export function uuidFromProductSerial(serial: string): string | undefined {
-  const hex = serial.trim().replace(/^VMware-/i, '').replace(/[\s-]/g, '').toLowerCase();
+  const hex = serial
+    .trim()
+    .replace(/^VMware-/i, '')
+    .replace(/[\s-]/g, '')
+    .toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(hex)) return undefined;
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
@@ -151,7 +164,9 @@ export async function findSelfVm(client: VimClient, id: SelfIdentity): Promise<M
     if (swapped) candidates.push(swapped);
   }
   if (candidates.length === 0) {
-    throw new VimLookupError('cannot identify the appliance VM: neither product_serial nor product_uuid was readable (run as root)');
+    throw new VimLookupError(
+      'cannot identify the appliance VM: neither product_serial nor product_uuid was readable (run as root)',
+    );
   }
   for (const uuid of [...new Set(candidates)]) {
     const found = await findVmsByBiosUuid(client, uuid);
@@ -162,7 +177,9 @@ export async function findSelfVm(client: VimClient, id: SelfIdentity): Promise<M
       );
     }
   }
-  throw new VimLookupError(`no VM has BIOS UUID ${candidates.join(' or ')}: is this appliance running in this vCenter?`);
+  throw new VimLookupError(
+    `no VM has BIOS UUID ${candidates.join(' or ')}: is this appliance running in this vCenter?`,
+  );
 }
 
 export interface HostInfo {
@@ -213,7 +230,9 @@ export async function datastoresVisibleTo(client: VimClient, proxyVm: MoRef): Pr
   const all = await listDatastores(client);
   if (!isMoRef(host)) return all;
   const h = await retrieveOne(client, host, ['datastore']);
-  const visible = new Set(((h.props.get('datastore') as VimValue[] | undefined) ?? []).filter(isMoRef).map((r) => r.value));
+  const visible = new Set(
+    ((h.props.get('datastore') as VimValue[] | undefined) ?? []).filter(isMoRef).map((r) => r.value),
+  );
   return all.filter((d) => visible.has(d.ref.value));
 }
 

@@ -71,7 +71,8 @@ export function walkSnapshotTree(info: VimObject | undefined): SnapshotNode[] {
     });
     for (const k of kids) visit(k, ref);
   };
-  for (const root of ((info.rootSnapshotList as VimValue[] | undefined) ?? []).filter(isVimObject)) visit(root, undefined);
+  for (const root of ((info.rootSnapshotList as VimValue[] | undefined) ?? []).filter(isVimObject))
+    visit(root, undefined);
   return out;
 }
 
@@ -101,11 +102,21 @@ export interface CreatedSnapshot {
  * CreateSnapshot_Task and reads back the snapshot's disks and quiesced flag. A quiesce failure is
  * thrown as QuiesceFaultError naming the VM; retries and fallbacks are the job layer's policy.
  */
-export async function createSnapshot(client: VimClient, vm: MoRef, opts: CreateSnapshotOptions): Promise<CreatedSnapshot> {
+export async function createSnapshot(
+  client: VimClient,
+  vm: MoRef,
+  opts: CreateSnapshotOptions,
+): Promise<CreatedSnapshot> {
   const result = await runTask(
     client,
     'CreateSnapshot_Task',
-    { _this: vm, name: opts.name, description: opts.description, memory: opts.memory ?? false, quiesce: opts.quiesce },
+    {
+      _this: vm,
+      name: opts.name,
+      description: opts.description,
+      memory: opts.memory ?? false,
+      quiesce: opts.quiesce,
+    },
     opts,
   );
   if (!isMoRef(result)) throw new VimProtocolError(`CreateSnapshot_Task on ${vm.value} returned no snapshot`);
@@ -123,7 +134,11 @@ export async function snapshotDisks(client: VimClient, snapshot: MoRef): Promise
 }
 
 /** RemoveSnapshot_Task with removeChildren=false and the default consolidation. */
-export async function removeSnapshot(client: VimClient, snapshot: MoRef, opts: WaitOptions = {}): Promise<void> {
+export async function removeSnapshot(
+  client: VimClient,
+  snapshot: MoRef,
+  opts: WaitOptions = {},
+): Promise<void> {
   await runTask(client, 'RemoveSnapshot_Task', { _this: snapshot, removeChildren: false }, opts);
 }
 
@@ -140,18 +155,31 @@ export async function enableCbt(client: VimClient, vm: MoRef, opts: WaitOptions 
   const info = await getVm(client, vm);
   if (info.cbtEnabled) return false;
   if (!info.cbtSupported) {
-    throw new VimProtocolError(`VM ${info.name} (${vm.value}) does not support CBT (virtual hardware 7 or later is needed)`);
+    throw new VimProtocolError(
+      `VM ${info.name} (${vm.value}) does not support CBT (virtual hardware 7 or later is needed)`,
+    );
   }
   if (walkSnapshotTree(info.snapshot).length > 0) {
     throw new VimProtocolError(
       `VM ${info.name} (${vm.value}) has snapshots: CBT must be enabled with none present; remove them first or back up without CBT`,
     );
   }
-  await runTask(client, 'ReconfigVM_Task', { _this: vm, spec: { _type: 'VirtualMachineConfigSpec', changeTrackingEnabled: true } }, opts);
+  await runTask(
+    client,
+    'ReconfigVM_Task',
+    { _this: vm, spec: { _type: 'VirtualMachineConfigSpec', changeTrackingEnabled: true } },
+    opts,
+  );
   const snap = await runTask(
     client,
     'CreateSnapshot_Task',
-    { _this: vm, name: `${SNAPSHOT_NAME_PREFIX} cbt-stun`, description: 'product=vbproxy;stun cycle to activate CBT', memory: false, quiesce: false },
+    {
+      _this: vm,
+      name: `${SNAPSHOT_NAME_PREFIX} cbt-stun`,
+      description: 'product=vbproxy;stun cycle to activate CBT',
+      memory: false,
+      quiesce: false,
+    },
     opts,
   );
   if (isMoRef(snap)) await removeSnapshot(client, snap, opts);

@@ -3,7 +3,13 @@ import https from 'node:https';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import soap from 'soap';
-import { VimConnectionError, VimProtocolError, VimTlsError, faultToError, type FaultContext } from './errors.js';
+import {
+  VimConnectionError,
+  VimProtocolError,
+  VimTlsError,
+  faultToError,
+  type FaultContext,
+} from './errors.js';
 import { decodeReturn, decodeValue, encodeRequest, xsiTypeOf } from './wire/codec.js';
 import { schemaOperations } from './wire/schema.js';
 import type { MoRef, VimValue } from './wire/values.js';
@@ -85,7 +91,12 @@ class VimHttpClient {
     private readonly onPeer: (c: PeerCertificate) => void,
   ) {}
 
-  request(rurl: string, data: string, callback: SoapCallback, exheaders?: Record<string, string>): http.ClientRequest {
+  request(
+    rurl: string,
+    data: string,
+    callback: SoapCallback,
+    exheaders?: Record<string, string>,
+  ): http.ClientRequest {
     const url = new URL(rurl);
     const headers: Record<string, string | number> = { ...(exheaders ?? {}) };
     headers['Content-Type'] = 'text/xml; charset="utf-8"';
@@ -93,28 +104,35 @@ class VimHttpClient {
     headers['Accept-Encoding'] = 'identity';
     if (this.cookie) headers.Cookie = `${SESSION_COOKIE}=${this.cookie}`;
     const mod = url.protocol === 'https:' ? https : http;
-    const req = mod.request(url, { method: 'POST', headers, agent: this.agent, timeout: this.timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (err) => callback(err));
-      res.on('end', () => {
-        for (const sc of res.headers['set-cookie'] ?? []) {
-          const m = new RegExp(`^${SESSION_COOKIE}=("?[^;]*"?)`).exec(sc);
-          if (m?.[1]) {
-            this.cookie = m[1];
+    const req = mod.request(
+      url,
+      { method: 'POST', headers, agent: this.agent, timeout: this.timeoutMs },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => callback(err));
+        res.on('end', () => {
+          for (const sc of res.headers['set-cookie'] ?? []) {
+            const m = new RegExp(`^${SESSION_COOKIE}=("?[^;]*"?)`).exec(sc);
+            if (m?.[1]) {
+              this.cookie = m[1];
+            }
           }
-        }
-        const body = Buffer.concat(chunks).toString('utf8');
-        callback(null, { status: res.statusCode ?? 0, headers: res.headers, data: body }, body);
-      });
-    });
+          const body = Buffer.concat(chunks).toString('utf8');
+          callback(null, { status: res.statusCode ?? 0, headers: res.headers, data: body }, body);
+        });
+      },
+    );
     req.on('socket', (s) => {
       const t = s as tls.TLSSocket;
       if (typeof t.getPeerCertificate !== 'function') return;
       const grab = (): void => {
         const c = t.getPeerCertificate();
         if (c?.fingerprint256) {
-          this.onPeer({ fingerprint256: normaliseFingerprint(c.fingerprint256), thumbprintSha1: normaliseFingerprint(c.fingerprint) });
+          this.onPeer({
+            fingerprint256: normaliseFingerprint(c.fingerprint256),
+            thumbprintSha1: normaliseFingerprint(c.fingerprint),
+          });
         }
       };
       if (t.connecting) t.once('secureConnect', grab);
@@ -158,7 +176,9 @@ export function loadWsdl(): Promise<soap.WSDL> {
 }
 
 interface SoapError extends Error {
-  root?: { Envelope?: { Body?: { Fault?: { faultcode?: unknown; faultstring?: unknown; detail?: unknown } } } };
+  root?: {
+    Envelope?: { Body?: { Fault?: { faultcode?: unknown; faultstring?: unknown; detail?: unknown } } };
+  };
   response?: { status?: number };
   body?: string;
   code?: string;
@@ -186,14 +206,17 @@ export class VimTransport {
   ) {
     const u = new URL(url);
     if (u.protocol === 'http:') {
-      if (!trust.allowPlainHttp) throw new VimTlsError(`refusing plain http for ${url}: use https with a CA or a pinned fingerprint`);
+      if (!trust.allowPlainHttp)
+        throw new VimTlsError(`refusing plain http for ${url}: use https with a CA or a pinned fingerprint`);
       this.agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
     } else if (trust.fingerprint256) {
       this.agent = new PinnedAgent(normaliseFingerprint(trust.fingerprint256));
     } else if (trust.ca) {
       this.agent = new https.Agent({ keepAlive: true, maxSockets: 8, ca: trust.ca });
     } else {
-      throw new VimTlsError(`no way to verify ${url}: give the vCenter CA certificate or the certificate's SHA-256 fingerprint`);
+      throw new VimTlsError(
+        `no way to verify ${url}: give the vCenter CA certificate or the certificate's SHA-256 fingerprint`,
+      );
     }
     this.http = new VimHttpClient(this.agent, timeoutMs, (c) => (this.peer = c));
   }
@@ -230,7 +253,9 @@ export class VimTransport {
     if (!op) throw new VimProtocolError(`${method} is not in the vim25 subset`);
     const client = await this.soapClient();
     const encoded = encodeRequest(op.requestType, args);
-    const fn = (client as unknown as Record<string, (a: unknown, cb: (e: SoapError | null, r: unknown) => void) => void>)[method];
+    const fn = (
+      client as unknown as Record<string, (a: unknown, cb: (e: SoapError | null, r: unknown) => void) => void>
+    )[method];
     if (!fn) throw new VimProtocolError(`node-soap has no method ${method}`);
     this.calls++;
     const target = args._this as MoRef | undefined;
@@ -250,11 +275,13 @@ export class VimTransport {
   private mapError(err: SoapError, ctx: FaultContext): Error {
     const fault = err.root?.Envelope?.Body?.Fault;
     if (fault) {
-      const faultstring = typeof fault.faultstring === 'string' ? fault.faultstring : String(fault.faultstring ?? '');
+      const faultstring =
+        typeof fault.faultstring === 'string' ? fault.faultstring : String(fault.faultstring ?? '');
       const detail = fault.detail;
       let decoded = { _type: 'MethodFault' } as Record<string, VimValue>;
       if (detail && typeof detail === 'object') {
-        const [name, value] = Object.entries(detail as Record<string, unknown>).find(([k]) => k.endsWith('Fault')) ?? [];
+        const [name, value] =
+          Object.entries(detail as Record<string, unknown>).find(([k]) => k.endsWith('Fault')) ?? [];
         if (name) {
           const type = xsiTypeOf(value) ?? name.replace(/Fault$/, '');
           decoded = (decodeValue(value, type, type) ?? { _type: type }) as Record<string, VimValue>;
@@ -272,7 +299,10 @@ export class VimTransport {
     if (err instanceof VimTlsError) return err;
     const code = err.code ?? '';
     if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-      return new VimTlsError(`the certificate of ${this.url} could not be verified (${code}): give the right CA or fingerprint`, err);
+      return new VimTlsError(
+        `the certificate of ${this.url} could not be verified (${code}): give the right CA or fingerprint`,
+        err,
+      );
     }
     return new VimConnectionError(this.url, `${ctx.method} failed: ${err.message}`, err);
   }

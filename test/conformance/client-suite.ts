@@ -15,7 +15,13 @@ import {
   listVms,
   type VmInfo,
 } from '../../src/vsphere/inventory.js';
-import { createSnapshot, listSnapshots, removeSnapshot, snapshotDescription, snapshotName } from '../../src/vsphere/snapshots.js';
+import {
+  createSnapshot,
+  listSnapshots,
+  removeSnapshot,
+  snapshotDescription,
+  snapshotName,
+} from '../../src/vsphere/snapshots.js';
 import { moref } from '../../src/vsphere/wire/values.js';
 
 /**
@@ -62,16 +68,16 @@ export function registerClientSuite(target: ClientTarget): void {
 
   test(`${target.name}: paging returns the same VMs as one page`, async () => {
     const paged = await listVms(client, { pageSize: 1 });
-    assert.deepEqual(
-      paged.map((v) => v.ref.value).sort(),
-      vms.map((v) => v.ref.value).sort(),
-    );
+    assert.deepEqual(paged.map((v) => v.ref.value).sort(), vms.map((v) => v.ref.value).sort());
   });
 
   test(`${target.name}: find a VM by instance UUID, BIOS UUID, moref, and itself by DMI data`, async () => {
     const vm = vms.find((v) => v.disks.length > 0 && v.instanceUuid && v.biosUuid)!;
     assert.equal((await findVmByInstanceUuid(client, vm.instanceUuid!)).value, vm.ref.value);
-    assert.deepEqual((await findVmsByBiosUuid(client, vm.biosUuid!)).map((r) => r.value), [vm.ref.value]);
+    assert.deepEqual(
+      (await findVmsByBiosUuid(client, vm.biosUuid!)).map((r) => r.value),
+      [vm.ref.value],
+    );
     assert.equal((await findVmByMoref(client, vm.ref.value)).value, vm.ref.value);
     assert.equal((await findSelfVm(client, { productSerial: serialOf(vm.biosUuid!) })).value, vm.ref.value);
     assert.equal((await findSelfVm(client, { productUuid: swapped(vm.biosUuid!) })).value, vm.ref.value);
@@ -111,7 +117,10 @@ export function registerClientSuite(target: ClientTarget): void {
     assert.deepEqual(node.tag, tag);
     assert.equal(node.current, true);
     await removeSnapshot(client, snap.ref);
-    assert.equal((await listSnapshots(client, vm.ref)).some((n) => n.ref.value === snap.ref.value), false);
+    assert.equal(
+      (await listSnapshots(client, vm.ref)).some((n) => n.ref.value === snap.ref.value),
+      false,
+    );
   });
 
   test(`${target.name}: extraConfig markers are written, read and removed`, async () => {
@@ -137,7 +146,10 @@ export function registerClientSuite(target: ClientTarget): void {
     assert.ok(after.disks.some((d) => d.key === attached.disk.key));
     await detachDisk(client, target0.ref, attached.disk.key, { markerKey: 'test' });
     const detached = await getVm(client, target0.ref);
-    assert.equal(detached.disks.some((d) => d.key === attached.disk.key), false);
+    assert.equal(
+      detached.disks.some((d) => d.key === attached.disk.key),
+      false,
+    );
     const ds = await listDatastores(client);
     const local = target.localFile(source.fileName, ds);
     if (local !== undefined) assert.ok(existsSync(local), `${local} still exists after the detach`);

@@ -10,17 +10,29 @@ import { startVcsim, vcsimAvailability, type RunningVcsim } from './vcsim.js';
  * docs/lab.md 6.6), which the lab does like vCenter.
  */
 const VCSIM_GAPS: { pattern: RegExp; why: string }[] = [
-  { pattern: /backing\[VirtualDiskFlatVer2BackingInfo\]\/(changeId|parent|deltaDiskFormat|deltaGrainSize)/, why: 'vcsim has no CBT and no delta disks' },
-  { pattern: /backing\[VirtualDiskFlatVer2BackingInfo\]\/(uuid|contentId)/, why: 'vcsim 0.24 leaves the disk uuid and content id unset' },
+  {
+    pattern: /backing\[VirtualDiskFlatVer2BackingInfo\]\/(changeId|parent|deltaDiskFormat|deltaGrainSize)/,
+    why: 'vcsim has no CBT and no delta disks',
+  },
+  {
+    pattern: /backing\[VirtualDiskFlatVer2BackingInfo\]\/(uuid|contentId)/,
+    why: 'vcsim 0.24 leaves the disk uuid and content id unset',
+  },
   { pattern: /VirtualDevice\[VirtualDisk\]\/capacityInBytes/, why: 'vcsim 0.24 reports capacityInKB only' },
   { pattern: /TaskInfo\]\/progress/, why: 'vcsim 0.24 tasks complete synchronously, without progress' },
-  { pattern: /^\/val\[xsd:boolean\]$/, why: 'vcsim leaves changeTrackingEnabled, changeTrackingSupported, consolidationNeeded unset' },
+  {
+    pattern: /^\/val\[xsd:boolean\]$/,
+    why: 'vcsim leaves changeTrackingEnabled, changeTrackingSupported, consolidationNeeded unset',
+  },
 ];
 
 /** Device lists differ by configuration (controllers, NICs, CD-ROMs), not by dialect: compare disks. */
 function relevant(label: string, path: string): boolean {
   if (!label.endsWith('config.hardware.device')) return true;
-  return path.startsWith('/val[ArrayOfVirtualDevice]/VirtualDevice[VirtualDisk]') || path === '/val[ArrayOfVirtualDevice]';
+  return (
+    path.startsWith('/val[ArrayOfVirtualDevice]/VirtualDevice[VirtualDisk]') ||
+    path === '/val[ArrayOfVirtualDevice]'
+  );
 }
 
 const avail = vcsimAvailability();
@@ -37,7 +49,12 @@ if (!avail.ok && process.env.CI === 'true') {
     sim = await startVcsim();
     t = await withLab();
     vcsim = await collectShapes(sim.info);
-    lab = await collectShapes({ url: t.lab.url, username: t.lab.username, password: t.lab.password, fingerprint256: t.lab.fingerprint256 });
+    lab = await collectShapes({
+      url: t.lab.url,
+      username: t.lab.username,
+      password: t.lab.password,
+      fingerprint256: t.lab.fingerprint256,
+    });
   });
   after(async () => {
     await t.close();
@@ -45,7 +62,12 @@ if (!avail.ok && process.env.CI === 'true') {
   });
 
   test('the same calls produce answers on both (including the faults)', () => {
-    for (const label of ['connect:RetrieveServiceContent', 'connect:Login', 'missing:RetrievePropertiesEx:fault', 'unauthenticated:CurrentTime:fault']) {
+    for (const label of [
+      'connect:RetrieveServiceContent',
+      'connect:Login',
+      'missing:RetrievePropertiesEx:fault',
+      'unauthenticated:CurrentTime:fault',
+    ]) {
       assert.ok(vcsim.has(label), `vcsim answered ${label}`);
       assert.ok(lab.has(label), `the lab answered ${label}`);
     }

@@ -69,27 +69,35 @@ export async function collectShapes(ep: Endpoint): Promise<Shapes> {
     step = 'find';
     await findVmByInstanceUuid(c, vm.instanceUuid!);
     step = 'snapshot';
-    const snap = await createSnapshot(c, vm.ref, { name: 'shape', description: 'shape test', quiesce: false });
+    const snap = await createSnapshot(c, vm.ref, {
+      name: 'shape',
+      description: 'shape test',
+      quiesce: false,
+    });
     await listSnapshots(c, vm.ref);
     step = 'remove';
     await removeSnapshot(c, snap.ref);
     step = 'missing';
-    await c.call('RetrievePropertiesEx', {
-      _this: c.serviceContent.propertyCollector,
-      specSet: [
-        {
-          _type: 'PropertyFilterSpec',
-          propSet: [{ _type: 'PropertySpec', type: 'VirtualMachine', pathSet: ['name'] }],
-          objectSet: [{ _type: 'ObjectSpec', obj: moref('VirtualMachine', 'vm-987654') }],
-        },
-      ],
-      options: { _type: 'RetrieveOptions' },
-    }).catch(() => undefined);
+    await c
+      .call('RetrievePropertiesEx', {
+        _this: c.serviceContent.propertyCollector,
+        specSet: [
+          {
+            _type: 'PropertyFilterSpec',
+            propSet: [{ _type: 'PropertySpec', type: 'VirtualMachine', pathSet: ['name'] }],
+            objectSet: [{ _type: 'ObjectSpec', obj: moref('VirtualMachine', 'vm-987654') }],
+          },
+        ],
+        options: { _type: 'RetrieveOptions' },
+      })
+      .catch(() => undefined);
   } finally {
     step = 'logout';
     await c.close();
   }
   step = 'unauthenticated';
-  await c.transport.invoke('CurrentTime', { _this: moref('ServiceInstance', 'ServiceInstance') }).catch(() => undefined);
+  await c.transport
+    .invoke('CurrentTime', { _this: moref('ServiceInstance', 'ServiceInstance') })
+    .catch(() => undefined);
   return shapes;
 }

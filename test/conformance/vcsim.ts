@@ -27,9 +27,13 @@ export type VcsimAvailability = { ok: true } | { ok: false; reason: string };
 
 export function vcsimAvailability(): VcsimAvailability {
   const go = spawnSync('go', ['version'], { encoding: 'utf8' });
-  if (go.status !== 0) return { ok: false, reason: 'the Go toolchain (Debian package golang-go) is not installed' };
+  if (go.status !== 0)
+    return { ok: false, reason: 'the Go toolchain (Debian package golang-go) is not installed' };
   if (!existsSync(join(GOPATH_SYSTEM, 'src/github.com/vmware/govmomi/simulator'))) {
-    return { ok: false, reason: 'govmomi (Debian package golang-github-vmware-govmomi-dev) is not installed' };
+    return {
+      ok: false,
+      reason: 'govmomi (Debian package golang-github-vmware-govmomi-dev) is not installed',
+    };
   }
   return { ok: true };
 }

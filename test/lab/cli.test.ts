@@ -11,9 +11,18 @@ const cli = new URL('../../src/cli/main.js', import.meta.url).pathname;
 test('vbproxy lab runs a lab, prints where its secrets are, and takes guest writes from `lab write`', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-labcli-'));
   const def = join(dir, 'def.json');
-  writeFileSync(def, JSON.stringify({ hosts: [{ name: 'esx1' }], datastores: [{ name: 'ds1' }], vms: [{ name: 'vm1', cbt: true, disks: [{ sizeMiB: 1 }] }] }));
+  writeFileSync(
+    def,
+    JSON.stringify({
+      hosts: [{ name: 'esx1' }],
+      datastores: [{ name: 'ds1' }],
+      vms: [{ name: 'vm1', cbt: true, disks: [{ sizeMiB: 1 }] }],
+    }),
+  );
   const root = join(dir, 'lab');
-  const child = spawn(process.execPath, [cli, 'lab', '--dir', root, '--definition', def], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cli, 'lab', '--dir', root, '--definition', def], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   try {
     const lines: string[] = [];
     await new Promise<void>((resolve, reject) => {
@@ -31,22 +40,72 @@ test('vbproxy lab runs a lab, prints where its secrets are, and takes guest writ
     assert.ok(!out.includes(password), 'the password itself is never printed');
     assert.equal(statSync(join(root, 'state', 'password')).mode & 0o077, 0);
     assert.match(out, /sha1 \(VDDK\): +([0-9A-F]{2}:){19}[0-9A-F]{2}/);
-    assert.match(readFileSync(join(root, 'vddk.conf'), 'utf8'), /vixDiskLib\.lab\.datastore\.ds1 = ".*datastores\/ds1"/);
+    assert.match(
+      readFileSync(join(root, 'vddk.conf'), 'utf8'),
+      /vixDiskLib\.lab\.datastore\.ds1 = ".*datastores\/ds1"/,
+    );
 
-    const w = spawnSync(process.execPath, [cli, 'lab', '--dir', root, 'write', '--vm', 'vm1', '--disk', '2000', '--offset', '4096', '--fill', '171', '--length', '1024'], {
-      encoding: 'utf8',
-    });
+    const w = spawnSync(
+      process.execPath,
+      [
+        cli,
+        'lab',
+        '--dir',
+        root,
+        'write',
+        '--vm',
+        'vm1',
+        '--disk',
+        '2000',
+        '--offset',
+        '4096',
+        '--fill',
+        '171',
+        '--length',
+        '1024',
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.equal(w.status, 0, w.stderr);
     const flat = readFileSync(join(root, 'datastores', 'ds1', 'vm1', 'vm1-flat.vmdk'));
     assert.deepEqual(flat.subarray(4096, 5120), Buffer.alloc(1024, 171));
-    assert.match(readFileSync(join(root, 'datastores', 'ds1', 'vm1', 'vm1-ctk.vmdk'), 'utf8'), /\nw 4096 1024\n$/);
+    assert.match(
+      readFileSync(join(root, 'datastores', 'ds1', 'vm1', 'vm1-ctk.vmdk'), 'utf8'),
+      /\nw 4096 1024\n$/,
+    );
 
-    const bad = spawnSync(process.execPath, [cli, 'lab', '--dir', root, 'write', '--vm', 'nope', '--disk', '2000', '--offset', '0', '--fill', '1', '--length', '1'], {
-      encoding: 'utf8',
-    });
+    const bad = spawnSync(
+      process.execPath,
+      [
+        cli,
+        'lab',
+        '--dir',
+        root,
+        'write',
+        '--vm',
+        'nope',
+        '--disk',
+        '2000',
+        '--offset',
+        '0',
+        '--fill',
+        '1',
+        '--length',
+        '1',
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /no VM nope in the lab/);
-    const usage = spawnSync(process.execPath, [cli, 'lab', '--dir', root, 'write', '--vm', 'vm1', '--disk', '2000', '--offset', '0'], { encoding: 'utf8' });
+    const usage = spawnSync(
+      process.execPath,
+      [cli, 'lab', '--dir', root, 'write', '--vm', 'vm1', '--disk', '2000', '--offset', '0'],
+      { encoding: 'utf8' },
+    );
     assert.equal(usage.status, 2);
     assert.match(usage.stderr, /--file, or --fill with --length/);
   } finally {
@@ -60,8 +119,17 @@ test('vbproxy lab with an invalid definition says what is wrong', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-labcli-'));
   try {
     const def = join(dir, 'def.json');
-    writeFileSync(def, JSON.stringify({ hosts: [{ name: 'esx1' }], datastores: [{ name: 'ds1' }], vms: [{ name: 'vm1', disks: [{ sizeMiB: 1, controllerKey: 1001 }] }] }));
-    const r = spawnSync(process.execPath, [cli, 'lab', '--dir', join(dir, 'lab'), '--definition', def], { encoding: 'utf8' });
+    writeFileSync(
+      def,
+      JSON.stringify({
+        hosts: [{ name: 'esx1' }],
+        datastores: [{ name: 'ds1' }],
+        vms: [{ name: 'vm1', disks: [{ sizeMiB: 1, controllerKey: 1001 }] }],
+      }),
+    );
+    const r = spawnSync(process.execPath, [cli, 'lab', '--dir', join(dir, 'lab'), '--definition', def], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /controller 1001, which is reserved for hot-add/);
   } finally {

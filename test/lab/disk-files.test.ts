@@ -3,8 +3,20 @@ import { mkdtempSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createAttachRecord, deleteAttachRecord, listAttachRecords, SlotTakenError } from '../../src/lab/attach.js';
-import { appendEpoch, appendWrite, changesBetween, readJournal, resetJournal, UnknownChangeIdError } from '../../src/lab/ctk.js';
+import {
+  createAttachRecord,
+  deleteAttachRecord,
+  listAttachRecords,
+  SlotTakenError,
+} from '../../src/lab/attach.js';
+import {
+  appendEpoch,
+  appendWrite,
+  changesBetween,
+  readJournal,
+  resetJournal,
+  UnknownChangeIdError,
+} from '../../src/lab/ctk.js';
 import { parseLabDefinition, LabDefinitionError } from '../../src/lab/definition.js';
 import {
   allocatedAreas,
@@ -45,16 +57,27 @@ test('a delta has a grain map (LSB first), copies grains on write, and leaves it
   writeTop(readChain(join(dir, 'b.vmdk'), resolveDs), 0, Buffer.alloc(64 * 1024, 1));
   const d = createDelta(join(dir, 'b-000001.vmdk'), join(dir, 'b.vmdk'));
   assert.equal(d.parentCid, readDescriptor(join(dir, 'b.vmdk')).cid);
-  assert.match(readFileSync(join(dir, 'b-000001.vmdk'), 'utf8'), /parentFileNameHint="b.vmdk"[\s\S]*RW 128 VMFSSPARSE "b-000001-delta.vmdk"[\s\S]*ddb.grainSize = "4096"/);
+  assert.match(
+    readFileSync(join(dir, 'b-000001.vmdk'), 'utf8'),
+    /parentFileNameHint="b.vmdk"[\s\S]*RW 128 VMFSSPARSE "b-000001-delta.vmdk"[\s\S]*ddb.grainSize = "4096"/,
+  );
   assert.equal(readFileSync(join(dir, 'b-000001-delta.map')).length, 2, '16 grains need 2 map bytes');
   const chain = readChain(join(dir, 'b-000001.vmdk'), resolveDs);
   writeTop(chain, 4096 * 9 + 100, Buffer.alloc(10, 2));
   const map = readFileSync(join(dir, 'b-000001-delta.map'));
   assert.deepEqual([...map], [0, 0b10], 'grain 9 is bit 1 of byte 1');
   const grain = readView(chain, 4096 * 9, 4096);
-  assert.deepEqual(grain.subarray(0, 100), Buffer.alloc(100, 1), 'copy-on-write kept the old bytes of the grain');
+  assert.deepEqual(
+    grain.subarray(0, 100),
+    Buffer.alloc(100, 1),
+    'copy-on-write kept the old bytes of the grain',
+  );
   assert.deepEqual(grain.subarray(100, 110), Buffer.alloc(10, 2));
-  assert.deepEqual(readView(chain.slice(1), 4096 * 9, 4096), Buffer.alloc(4096, 1), 'the parent is unchanged');
+  assert.deepEqual(
+    readView(chain.slice(1), 4096 * 9, 4096),
+    Buffer.alloc(4096, 1),
+    'the parent is unchanged',
+  );
   assert.deepEqual(allocatedAreas(chain), [[0, 64 * 1024]]);
   const merged = mergeIntoParent(join(dir, 'b-000001.vmdk'), resolveDs);
   assert.equal(merged, join(dir, 'b.vmdk'));
@@ -115,7 +138,10 @@ test('attach records claim a slot atomically and are written in full (createdAt 
   };
   const r = createAttachRecord(dir, base);
   assert.equal(r.deviceKey, 2016);
-  assert.match(readFileSync(r.path, 'utf8'), /^vm=vm-9\ncontrollerKey=1001\nunitNumber=0\ndeviceKey=2016\n[\s\S]*\ncreatedAt=\S+\n$/);
+  assert.match(
+    readFileSync(r.path, 'utf8'),
+    /^vm=vm-9\ncontrollerKey=1001\nunitNumber=0\ndeviceKey=2016\n[\s\S]*\ncreatedAt=\S+\n$/,
+  );
   assert.throws(() => createAttachRecord(dir, base), SlotTakenError);
   assert.equal(listAttachRecords(dir, 'vm-9').length, 1);
   deleteAttachRecord(r);
@@ -124,8 +150,17 @@ test('attach records claim a slot atomically and are written in full (createdAt 
 
 test('lab definitions are validated with specific messages', () => {
   const ok = { hosts: [{ name: 'h' }], datastores: [{ name: 'd' }] };
-  assert.throws(() => parseLabDefinition({ ...ok, vms: [{ name: 'a' }, { name: 'a' }] }), /VM name a is used twice/);
-  assert.throws(() => parseLabDefinition({ ...ok, vms: [{ name: 'a', datastore: 'x' }] }), /unknown datastore x/);
-  assert.throws(() => parseLabDefinition({ ...ok, vms: [{ name: 'a', disks: [{ sizeMiB: 1, unitNumber: 7 }] }] }), /unit 7 is the controller itself/);
+  assert.throws(
+    () => parseLabDefinition({ ...ok, vms: [{ name: 'a' }, { name: 'a' }] }),
+    /VM name a is used twice/,
+  );
+  assert.throws(
+    () => parseLabDefinition({ ...ok, vms: [{ name: 'a', datastore: 'x' }] }),
+    /unknown datastore x/,
+  );
+  assert.throws(
+    () => parseLabDefinition({ ...ok, vms: [{ name: 'a', disks: [{ sizeMiB: 1, unitNumber: 7 }] }] }),
+    /unit 7 is the controller itself/,
+  );
   assert.throws(() => parseLabDefinition({ datastores: [{ name: 'd' }] }), LabDefinitionError);
 });

@@ -36,7 +36,12 @@ export async function withLab(def: LabDefinitionInput = testDefinition()): Promi
     lab,
     dir,
     async connect() {
-      const c = await VimClient.connect({ url: lab.url, username: lab.username, password: lab.password, fingerprint256: lab.fingerprint256 });
+      const c = await VimClient.connect({
+        url: lab.url,
+        username: lab.username,
+        password: lab.password,
+        fingerprint256: lab.fingerprint256,
+      });
       clients.push(c);
       return c;
     },

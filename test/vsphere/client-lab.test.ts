@@ -19,7 +19,13 @@ import {
   VimTlsError,
 } from '../../src/vsphere/errors.js';
 import { findVmByPath, getVm } from '../../src/vsphere/inventory.js';
-import { consolidateDisks, createSnapshot, enableCbt, listSnapshots, removeSnapshot } from '../../src/vsphere/snapshots.js';
+import {
+  consolidateDisks,
+  createSnapshot,
+  enableCbt,
+  listSnapshots,
+  removeSnapshot,
+} from '../../src/vsphere/snapshots.js';
 import { moref, type MoRef } from '../../src/vsphere/wire/values.js';
 import { testDefinition, withLab, type TestLab } from '../lab/support.js';
 
@@ -53,22 +59,38 @@ describe('TLS trust', () => {
   test('a wrong pinned fingerprint is refused before anything is sent', async () => {
     const wrong = t.lab.fingerprint256.replace(/^../, t.lab.fingerprint256.startsWith('00') ? '11' : '00');
     await assert.rejects(
-      VimClient.connect({ url: t.lab.url, username: t.lab.username, password: t.lab.password, fingerprint256: wrong }),
+      VimClient.connect({
+        url: t.lab.url,
+        username: t.lab.username,
+        password: t.lab.password,
+        fingerprint256: wrong,
+      }),
       (err: unknown) => err instanceof VimTlsError && /not the pinned/.test(err.message),
     );
   });
 
   test('the lab CA verifies the host name, and the SHA-1 thumbprint for VDDK is derived', async () => {
-    const ca = await VimClient.connect({ url: t.lab.url, username: t.lab.username, password: t.lab.password, ca: t.lab.certificatePem });
+    const ca = await VimClient.connect({
+      url: t.lab.url,
+      username: t.lab.username,
+      password: t.lab.password,
+      ca: t.lab.certificatePem,
+    });
     assert.equal(ca.peerCertificate?.thumbprintSha1, t.lab.thumbprintSha1);
     assert.equal(ca.peerCertificate?.fingerprint256, t.lab.fingerprint256);
     await ca.close();
-    assert.match(readFileSync(t.lab.vddkConf, 'utf8'), new RegExp(`vixDiskLib.lab.serverThumbprint = "${t.lab.thumbprintSha1}"`));
+    assert.match(
+      readFileSync(t.lab.vddkConf, 'utf8'),
+      new RegExp(`vixDiskLib.lab.serverThumbprint = "${t.lab.thumbprintSha1}"`),
+    );
   });
 
   test('no CA, no fingerprint, or plain http is refused', async () => {
     await assert.rejects(VimClient.connect({ url: t.lab.url, username: 'u', password: 'p' }), VimTlsError);
-    await assert.rejects(VimClient.connect({ url: t.lab.url.replace('https', 'http'), username: 'u', password: 'p' }), VimTlsError);
+    await assert.rejects(
+      VimClient.connect({ url: t.lab.url.replace('https', 'http'), username: 'u', password: 'p' }),
+      VimTlsError,
+    );
   });
 });
 
@@ -105,7 +127,12 @@ describe('sessions', () => {
 
   test('a bad password is InvalidLogin, and logout ends the session', async () => {
     await assert.rejects(
-      VimClient.connect({ url: t.lab.url, username: t.lab.username, password: 'wrong', fingerprint256: t.lab.fingerprint256 }),
+      VimClient.connect({
+        url: t.lab.url,
+        username: t.lab.username,
+        password: 'wrong',
+        fingerprint256: t.lab.fingerprint256,
+      }),
       (err: unknown) => err instanceof VimFaultError && err.faultType === 'InvalidLogin',
     );
   });
@@ -120,11 +147,14 @@ describe('sessions', () => {
 describe('faults map to typed errors naming the object', () => {
   test('NotAuthenticated (without the session layer)', async () => {
     t.lab.expireSessions();
-    await assert.rejects(c.transport.invoke('CurrentTime', { _this: moref('ServiceInstance', 'ServiceInstance') }), (err: unknown) => {
-      assert.ok(err instanceof NotAuthenticatedError);
-      assert.match(err.message, /ServiceInstance ServiceInstance/);
-      return true;
-    });
+    await assert.rejects(
+      c.transport.invoke('CurrentTime', { _this: moref('ServiceInstance', 'ServiceInstance') }),
+      (err: unknown) => {
+        assert.ok(err instanceof NotAuthenticatedError);
+        assert.match(err.message, /ServiceInstance ServiceInstance/);
+        return true;
+      },
+    );
     await c.keepAlive();
   });
 
@@ -138,24 +168,30 @@ describe('faults map to typed errors naming the object', () => {
 
   test('InvalidState (a template cannot be snapshotted)', async () => {
     const tmpl = await vm('tmpl01');
-    await assert.rejects(createSnapshot(c, tmpl, { name: 'x', description: 'y', quiesce: false }), (err: unknown) => {
-      assert.ok(err instanceof InvalidStateError);
-      assert.equal(err.object, `VirtualMachine ${tmpl.value}`);
-      return true;
-    });
+    await assert.rejects(
+      createSnapshot(c, tmpl, { name: 'x', description: 'y', quiesce: false }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidStateError);
+        assert.equal(err.object, `VirtualMachine ${tmpl.value}`);
+        return true;
+      },
+    );
   });
 
   test('TaskInProgress (a second task on a busy VM)', async () => {
     const busy = await vm('busy01');
-    t.lab.world.def.taskDurationMs; // the definition's 20 ms: start one task and race a second
+    // The definition's tasks take 20 ms: start one and race a second on the same VM.
     const first = c.call('CreateSnapshot_Task', { _this: busy, name: 'a', memory: false, quiesce: false });
     await first;
-    await assert.rejects(createSnapshot(c, busy, { name: 'b', description: '', quiesce: false }), (err: unknown) => {
-      assert.ok(err instanceof TaskInProgressError);
-      assert.ok(err.transient);
-      assert.equal(err.object, `VirtualMachine ${busy.value}`);
-      return true;
-    });
+    await assert.rejects(
+      createSnapshot(c, busy, { name: 'b', description: '', quiesce: false }),
+      (err: unknown) => {
+        assert.ok(err instanceof TaskInProgressError);
+        assert.ok(err.transient);
+        assert.equal(err.object, `VirtualMachine ${busy.value}`);
+        return true;
+      },
+    );
   });
 
   test('FileFault (an unknown changeId)', async () => {
@@ -164,7 +200,13 @@ describe('faults map to typed errors naming the object', () => {
     const d = s.disks[0]!;
     try {
       await assert.rejects(
-        queryChangedAreas(c, { vm: web, snapshot: s.ref, deviceKey: d.key, capacityBytes: d.capacityBytes, changeId: 'nonsense/1' }),
+        queryChangedAreas(c, {
+          vm: web,
+          snapshot: s.ref,
+          deviceKey: d.key,
+          capacityBytes: d.capacityBytes,
+          changeId: 'nonsense/1',
+        }),
         (err: unknown) => {
           assert.ok(err instanceof FileFaultError);
           assert.match(err.object, new RegExp(`web01.*VirtualMachine ${web.value}`));
@@ -178,41 +220,59 @@ describe('faults map to typed errors naming the object', () => {
 
   test('InvalidPowerState (changed areas without a snapshot on a running VM)', async () => {
     const web = await vm('web01');
-    await assert.rejects(c.call('QueryChangedDiskAreas', { _this: web, deviceKey: 2000, startOffset: 0, changeId: '*' }), (err: unknown) => {
-      assert.ok(err instanceof InvalidPowerStateError);
-      assert.ok(err instanceof InvalidStateError);
-      assert.equal(err.object, `VirtualMachine ${web.value}`);
-      return true;
-    });
+    await assert.rejects(
+      c.call('QueryChangedDiskAreas', { _this: web, deviceKey: 2000, startOffset: 0, changeId: '*' }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidPowerStateError);
+        assert.ok(err instanceof InvalidStateError);
+        assert.equal(err.object, `VirtualMachine ${web.value}`);
+        return true;
+      },
+    );
   });
 
   test('RestrictedVersion (a free-licence host refuses writes)', async () => {
     const free = await vm('freevm');
-    await assert.rejects(createSnapshot(c, free, { name: 'x', description: '', quiesce: false }), (err: unknown) => {
-      assert.ok(err instanceof RestrictedVersionError);
-      assert.match(err.message, /licence forbids/);
-      assert.equal(err.object, `VirtualMachine ${free.value}`);
-      return true;
-    });
+    await assert.rejects(
+      createSnapshot(c, free, { name: 'x', description: '', quiesce: false }),
+      (err: unknown) => {
+        assert.ok(err instanceof RestrictedVersionError);
+        assert.match(err.message, /licence forbids/);
+        assert.equal(err.object, `VirtualMachine ${free.value}`);
+        return true;
+      },
+    );
   });
 
   test('quiesce failures: Tools not running, and an injected ApplicationQuiesceFault task error', async () => {
     const nt = await vm('notools');
-    await assert.rejects(createSnapshot(c, nt, { name: 'q', description: '', quiesce: true }), (err: unknown) => {
-      assert.ok(err instanceof QuiesceFaultError);
-      assert.equal(err.faultType, 'ToolsUnavailable');
-      assert.equal(err.object, `VirtualMachine ${nt.value}`);
-      assert.ok(err.task !== undefined);
-      return true;
-    });
+    await assert.rejects(
+      createSnapshot(c, nt, { name: 'q', description: '', quiesce: true }),
+      (err: unknown) => {
+        assert.ok(err instanceof QuiesceFaultError);
+        assert.equal(err.faultType, 'ToolsUnavailable');
+        assert.equal(err.object, `VirtualMachine ${nt.value}`);
+        assert.ok(err.task !== undefined);
+        return true;
+      },
+    );
     const web = await vm('web01');
-    t.lab.injectFault({ method: 'CreateSnapshot_Task', object: 'web01', action: 'task', fault: 'ApplicationQuiesceFault', message: 'pre-freeze script failed' });
-    await assert.rejects(createSnapshot(c, web, { name: 'q', description: '', quiesce: true }), (err: unknown) => {
-      assert.ok(err instanceof QuiesceFaultError);
-      assert.match(err.message, /pre-freeze script failed/);
-      assert.equal(err.object, `VirtualMachine ${web.value}`);
-      return true;
+    t.lab.injectFault({
+      method: 'CreateSnapshot_Task',
+      object: 'web01',
+      action: 'task',
+      fault: 'ApplicationQuiesceFault',
+      message: 'pre-freeze script failed',
     });
+    await assert.rejects(
+      createSnapshot(c, web, { name: 'q', description: '', quiesce: true }),
+      (err: unknown) => {
+        assert.ok(err instanceof QuiesceFaultError);
+        assert.match(err.message, /pre-freeze script failed/);
+        assert.equal(err.object, `VirtualMachine ${web.value}`);
+        return true;
+      },
+    );
     assert.equal((await listSnapshots(c, web)).length, 0);
   });
 });
@@ -239,7 +299,12 @@ describe('CBT', () => {
         return x % n;
       };
       t.lab.world.setCbtWindowing({ maxWindow: 512 * (1 + rnd(4096)), seed });
-      const s1 = await createSnapshot(c, web, { name: `s1-${seed}`, description: '', quiesce: false, pollMs: 5 });
+      const s1 = await createSnapshot(c, web, {
+        name: `s1-${seed}`,
+        description: '',
+        quiesce: false,
+        pollMs: 5,
+      });
       const cap = s1.disks[0]!.capacityBytes;
       const writes: [number, number][] = [];
       const n = 1 + rnd(12);
@@ -249,10 +314,21 @@ describe('CBT', () => {
         t.lab.guestWrite('web01', 2000, off, Buffer.alloc(len, seed));
         writes.push([off, off + len]);
       }
-      const s2 = await createSnapshot(c, web, { name: `s2-${seed}`, description: '', quiesce: false, pollMs: 5 });
+      const s2 = await createSnapshot(c, web, {
+        name: `s2-${seed}`,
+        description: '',
+        quiesce: false,
+        pollMs: 5,
+      });
       const d = s2.disks[0]!;
       assert.equal(changeIdUuid(d.changeId!), changeIdUuid(s1.disks[0]!.changeId!));
-      const areas = await queryChangedAreas(c, { vm: web, snapshot: s2.ref, deviceKey: d.key, capacityBytes: d.capacityBytes, changeId: s1.disks[0]!.changeId! });
+      const areas = await queryChangedAreas(c, {
+        vm: web,
+        snapshot: s2.ref,
+        deviceKey: d.key,
+        capacityBytes: d.capacityBytes,
+        changeId: s1.disks[0]!.changeId!,
+      });
       const union = (r: [number, number][]): [number, number][] => {
         const out: [number, number][] = [];
         for (const [a, b] of [...r].sort((p, q) => p[0] - q[0])) {
@@ -263,10 +339,19 @@ describe('CBT', () => {
         return out;
       };
       assert.deepEqual(union(areas.map((a) => [a.start, a.start + a.length])), union(writes), `seed ${seed}`);
-      const all = await queryChangedAreas(c, { vm: web, snapshot: s2.ref, deviceKey: d.key, capacityBytes: d.capacityBytes, changeId: '*' });
+      const all = await queryChangedAreas(c, {
+        vm: web,
+        snapshot: s2.ref,
+        deviceKey: d.key,
+        capacityBytes: d.capacityBytes,
+        changeId: '*',
+      });
       const allocated = union(all.map((r) => [r.start, r.start + r.length]));
       for (const [a, b] of writes) {
-        assert.ok(allocated.some(([s, e]) => s <= a && e >= b), `seed ${seed}: allocated areas include the write ${a}-${b}`);
+        assert.ok(
+          allocated.some(([s, e]) => s <= a && e >= b),
+          `seed ${seed}: allocated areas include the write ${a}-${b}`,
+        );
       }
       await removeSnapshot(c, s1.ref, { pollMs: 5 });
       await removeSnapshot(c, s2.ref, { pollMs: 5 });
@@ -283,7 +368,13 @@ describe('CBT', () => {
     const d = s2.disks[0]!;
     assert.notEqual(changeIdUuid(d.changeId!), changeIdUuid(s1.disks[0]!.changeId!));
     await assert.rejects(
-      queryChangedAreas(c, { vm: web, snapshot: s2.ref, deviceKey: d.key, capacityBytes: d.capacityBytes, changeId: s1.disks[0]!.changeId! }),
+      queryChangedAreas(c, {
+        vm: web,
+        snapshot: s2.ref,
+        deviceKey: d.key,
+        capacityBytes: d.capacityBytes,
+        changeId: s1.disks[0]!.changeId!,
+      }),
       FileFaultError,
     );
     await removeSnapshot(c, s2.ref);
@@ -311,7 +402,10 @@ describe('hot-add, locks and consolidation', () => {
 
     await removeSnapshot(c, s.ref);
     assert.equal((await getVm(c, web)).consolidationNeeded, true);
-    await assert.rejects(consolidateDisks(c, web), (err: unknown) => err instanceof FileLockedError && /locked/.test(err.message));
+    await assert.rejects(
+      consolidateDisks(c, web),
+      (err: unknown) => err instanceof FileLockedError && /locked/.test(err.message),
+    );
 
     await detachDisk(c, proxy, att.disk.key);
     assert.equal(existsSync(`${t.dir}/attached/${proxy.value}/1001-0.attach`), false);

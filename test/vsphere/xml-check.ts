@@ -1,4 +1,11 @@
-import { allFields, isPrimitive, MOREF_TYPE, schemaEnums, schemaOperations, schemaTypes } from '../../src/vsphere/wire/schema.js';
+import {
+  allFields,
+  isPrimitive,
+  MOREF_TYPE,
+  schemaEnums,
+  schemaOperations,
+  schemaTypes,
+} from '../../src/vsphere/wire/schema.js';
 
 /** A minimal XML reader for the test's own checks (well-formed SOAP only). */
 export interface XmlElement {
@@ -14,13 +21,19 @@ function local(name: string): string {
 }
 
 function unescape(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 }
 
 export function parseXml(xml: string): XmlElement {
   const root: XmlElement = { name: '#root', attrs: {}, children: [], text: '' };
   const stack: XmlElement[] = [root];
-  const re = /<\?[^>]*\?>|<!--[\s\S]*?-->|<(\/?)([A-Za-z_][\w:.-]*)((?:\s+[\w:.-]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(\/?)>|([^<]+)/g;
+  const re =
+    /<\?[^>]*\?>|<!--[\s\S]*?-->|<(\/?)([A-Za-z_][\w:.-]*)((?:\s+[\w:.-]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(\/?)>|([^<]+)/g;
   for (let m = re.exec(xml); m; m = re.exec(xml)) {
     const [, close, name, attrText, selfClose, text] = m;
     const top = stack[stack.length - 1]!;
@@ -46,7 +59,8 @@ export function parseXml(xml: string): XmlElement {
 
 export function xsiType(el: XmlElement): string | undefined {
   for (const [k, v] of Object.entries(el.attrs)) {
-    if (k.endsWith(':type') || k === 'xsi:type') return local(v) === v ? v : isXsd(v) ? `xsd:${local(v)}` : local(v);
+    if (k.endsWith(':type') || k === 'xsi:type')
+      return local(v) === v ? v : isXsd(v) ? `xsd:${local(v)}` : local(v);
   }
   return undefined;
 }
@@ -91,7 +105,9 @@ export function checkOrder(el: XmlElement, declared: string, path = el.name): st
     while (j < fields.length && fields[j]!.name !== child.name) j++;
     if (j >= fields.length) {
       const known = fields.find((f) => f.name === child.name);
-      errors.push(`${path}: element ${child.name} ${known ? 'is out of XSD order' : `is not a field of ${concrete}`}`);
+      errors.push(
+        `${path}: element ${child.name} ${known ? 'is out of XSD order' : `is not a field of ${concrete}`}`,
+      );
       if (known) errors.push(...checkOrder(child, known.type, `${path}.${child.name}`));
       continue;
     }
@@ -102,7 +118,8 @@ export function checkOrder(el: XmlElement, declared: string, path = el.name): st
     idx = j;
     errors.push(...checkOrder(child, f.type, `${path}.${child.name}`));
   }
-  for (const f of fields) if (f.min === 1 && !seen.has(f.name)) errors.push(`${path}: required ${f.name} missing`);
+  for (const f of fields)
+    if (f.min === 1 && !seen.has(f.name)) errors.push(`${path}: required ${f.name} missing`);
   return errors;
 }
 

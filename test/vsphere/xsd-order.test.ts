@@ -54,8 +54,18 @@ before(async () => {
   await readExtraConfig(c, web);
   const s = await createSnapshot(c, web, { name: 'n', description: 'd', quiesce: true });
   const d = s.disks[0]!;
-  await queryChangedAreas(c, { vm: web, snapshot: s.ref, deviceKey: d.key, capacityBytes: d.capacityBytes, changeId: '*' });
-  const att = await attachDisk(c, proxy, { fileName: d.fileName, controllerKey: 1001, marker: { key: 'scsi1:0', value: 'job|vm|snap|t' } });
+  await queryChangedAreas(c, {
+    vm: web,
+    snapshot: s.ref,
+    deviceKey: d.key,
+    capacityBytes: d.capacityBytes,
+    changeId: '*',
+  });
+  const att = await attachDisk(c, proxy, {
+    fileName: d.fileName,
+    controllerKey: 1001,
+    marker: { key: 'scsi1:0', value: 'job|vm|snap|t' },
+  });
   await detachDisk(c, proxy, att.disk.key, { markerKey: 'scsi1:0' });
   await removeSnapshot(c, s.ref);
   await consolidateDisks(c, web);
@@ -70,7 +80,10 @@ after(async () => {
 
 test('every operation of the subset WSDL was sent', () => {
   const sent = new Set(requests.map((r) => r.method));
-  assert.deepEqual([...schemaOperations.keys()].filter((m) => !sent.has(m)), []);
+  assert.deepEqual(
+    [...schemaOperations.keys()].filter((m) => !sent.has(m)),
+    [],
+  );
 });
 
 test('every request follows the XSD sequence order of its types', () => {
@@ -111,10 +124,22 @@ test('the checker itself rejects out-of-order and unknown elements', () => {
     '<backing xsi:type="VirtualDiskFlatVer2BackingInfo"><diskMode>persistent</diskMode><fileName>x</fileName></backing>' +
     '<capacityInKB>0</capacityInKB><bogus/></device></deviceChange></spec></ReconfigVM_Task></Body></Envelope>';
   const { errors } = checkRequest(bad);
-  assert.ok(errors.some((e) => /deviceChange is out of XSD order/.test(e)), errors.join('\n'));
-  assert.ok(errors.some((e) => /backing is out of XSD order/.test(e)), errors.join('\n'));
-  assert.ok(errors.some((e) => /fileName is out of XSD order/.test(e)), errors.join('\n'));
-  assert.ok(errors.some((e) => /bogus is not a field/.test(e)), errors.join('\n'));
+  assert.ok(
+    errors.some((e) => /deviceChange is out of XSD order/.test(e)),
+    errors.join('\n'),
+  );
+  assert.ok(
+    errors.some((e) => /backing is out of XSD order/.test(e)),
+    errors.join('\n'),
+  );
+  assert.ok(
+    errors.some((e) => /fileName is out of XSD order/.test(e)),
+    errors.join('\n'),
+  );
+  assert.ok(
+    errors.some((e) => /bogus is not a field/.test(e)),
+    errors.join('\n'),
+  );
 });
 
 test('every lab answer follows the XSD sequence order too', () => {
@@ -132,7 +157,8 @@ test('every lab answer follows the XSD sequence order too', () => {
 test('govmomi field order: every type of the subset is a subsequence of vim25 (govmomi types.go)', (tc) => {
   const path = '/usr/share/gocode/src/github.com/vmware/govmomi/vim25/types/types.go';
   if (!existsSync(path)) {
-    if (process.env.CI === 'true') assert.fail(`${path} is missing (Debian package golang-github-vmware-govmomi-dev)`);
+    if (process.env.CI === 'true')
+      assert.fail(`${path} is missing (Debian package golang-github-vmware-govmomi-dev)`);
     tc.skip('govmomi sources are not installed');
     return;
   }

@@ -1,4 +1,12 @@
-import { allFields, isPrimitive, isSubtype, MOREF_TYPE, schemaEnums, schemaTypes, type FieldDef } from './schema.js';
+import {
+  allFields,
+  isPrimitive,
+  isSubtype,
+  MOREF_TYPE,
+  schemaEnums,
+  schemaTypes,
+  type FieldDef,
+} from './schema.js';
 import { moref, type VimObject, type VimValue } from './values.js';
 
 /**
@@ -24,7 +32,17 @@ export interface SoapObject {
 }
 
 const XSD_PRIMS = new Set([
-  'string', 'int', 'long', 'short', 'byte', 'boolean', 'dateTime', 'double', 'float', 'base64Binary', 'anyType',
+  'string',
+  'int',
+  'long',
+  'short',
+  'byte',
+  'boolean',
+  'dateTime',
+  'double',
+  'float',
+  'base64Binary',
+  'anyType',
 ]);
 
 function primitiveText(v: VimValue, type: string, path: string): string {
@@ -35,7 +53,8 @@ function primitiveText(v: VimValue, type: string, path: string): string {
     case 'xsd:int':
     case 'xsd:short':
     case 'xsd:byte':
-      if (typeof v !== 'number' || !Number.isInteger(v)) throw new VimEncodeError(`${path}: expected integer`);
+      if (typeof v !== 'number' || !Number.isInteger(v))
+        throw new VimEncodeError(`${path}: expected integer`);
       return String(v);
     case 'xsd:long':
       if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v))) return String(v);
@@ -69,7 +88,12 @@ export function encodeValue(v: VimValue, declared: string, path = declared): Soa
   if (isPrimitive(declared) || schemaEnums.has(declared)) return primitiveText(v, declared, path);
   if (declared === MOREF_TYPE) {
     const ref = v as { type?: unknown; value?: unknown };
-    if (typeof v !== 'object' || Array.isArray(v) || typeof ref.type !== 'string' || typeof ref.value !== 'string') {
+    if (
+      typeof v !== 'object' ||
+      Array.isArray(v) ||
+      typeof ref.type !== 'string' ||
+      typeof ref.value !== 'string'
+    ) {
       throw new VimEncodeError(`${path}: expected a ManagedObjectReference`);
     }
     return { attributes: { type: ref.type }, $value: ref.value };
@@ -78,7 +102,8 @@ export function encodeValue(v: VimValue, declared: string, path = declared): Soa
 }
 
 function encodeComplex(v: VimValue, declared: string, path: string, forceType: boolean): SoapObject {
-  if (typeof v !== 'object' || Array.isArray(v) || v === null) throw new VimEncodeError(`${path}: expected ${declared}`);
+  if (typeof v !== 'object' || Array.isArray(v) || v === null)
+    throw new VimEncodeError(`${path}: expected ${declared}`);
   const obj = v as VimObject;
   const concrete = typeof obj._type === 'string' ? obj._type : declared;
   if (concrete === MOREF_TYPE) {
@@ -86,7 +111,8 @@ function encodeComplex(v: VimValue, declared: string, path: string, forceType: b
     (ref.attributes as Record<string, string>)['xsi:type'] = MOREF_TYPE;
     return ref;
   }
-  if (!schemaTypes.has(concrete)) throw new VimEncodeError(`${path}: type ${concrete} is not in the vim25 subset`);
+  if (!schemaTypes.has(concrete))
+    throw new VimEncodeError(`${path}: type ${concrete} is not in the vim25 subset`);
   if (!isSubtype(concrete, declared)) throw new VimEncodeError(`${path}: ${concrete} is not a ${declared}`);
   const out: SoapObject = {};
   if (forceType || concrete !== declared) out.attributes = { 'xsi:type': concrete };
@@ -193,7 +219,8 @@ export function decodeValue(raw: Raw, declared: string, path = declared): VimVal
     const inner = raw === null ? undefined : (raw as Record<string, unknown>)[item.name];
     return decodeArray(inner, item.type, path);
   }
-  if (isPrimitive(type) || schemaEnums.has(type)) return decodePrimitive(raw, schemaEnums.has(type) ? 'xsd:string' : type, path);
+  if (isPrimitive(type) || schemaEnums.has(type))
+    return decodePrimitive(raw, schemaEnums.has(type) ? 'xsd:string' : type, path);
   if (type === MOREF_TYPE) {
     const attrs = attrsOf(raw);
     return moref(attrs?.type ?? '', textOf(raw) ?? '');
@@ -210,7 +237,9 @@ export function decodeValue(raw: Raw, declared: string, path = declared): VimVal
   for (const f of allFields(schemaType)) {
     const fv = obj[f.name];
     if (fv === undefined) continue;
-    const decoded = f.array ? decodeArray(fv, f.type, `${path}.${f.name}`) : decodeValue(fv, f.type, `${path}.${f.name}`);
+    const decoded = f.array
+      ? decodeArray(fv, f.type, `${path}.${f.name}`)
+      : decodeValue(fv, f.type, `${path}.${f.name}`);
     if (decoded !== undefined) out[f.name] = decoded;
   }
   return out as VimObject;
@@ -229,7 +258,8 @@ function decodeArray(raw: Raw, itemType: string, path: string): VimValue[] {
 
 /** Decodes the `returnval` of an operation's response element. */
 export function decodeReturn(raw: Raw, ret: FieldDef | undefined, op: string): VimValue | undefined {
-  if (!ret || raw === undefined || raw === null || typeof raw !== 'object') return ret?.array ? [] : undefined;
+  if (!ret || raw === undefined || raw === null || typeof raw !== 'object')
+    return ret?.array ? [] : undefined;
   const rv = (raw as Record<string, unknown>)[ret.name];
   return ret.array ? decodeArray(rv, ret.type, op) : decodeValue(rv, ret.type, op);
 }

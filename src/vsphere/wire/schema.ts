@@ -52,26 +52,66 @@ function e(name: string, ...values: string[]): void {
 }
 function op(name: string, requestType: string, returns: string | undefined, ...fields: string[]): void {
   t(requestType, undefined, ...fields);
-  operations.set(name, { name, requestType, returns: returns === undefined ? undefined : parseField(returns) });
+  operations.set(name, {
+    name,
+    requestType,
+    returns: returns === undefined ? undefined : parseField(returns),
+  });
 }
 
 const MOR = 'ManagedObjectReference';
 
 // --- Base data objects --------------------------------------------------------------------------
 t('DynamicData', undefined);
-t('AboutInfo', 'DynamicData',
-  'name:xsd:string', 'fullName:xsd:string', 'vendor:xsd:string', 'version:xsd:string', 'build:xsd:string',
-  'localeVersion?:xsd:string', 'localeBuild?:xsd:string', 'osType:xsd:string', 'productLineId:xsd:string',
-  'apiType:xsd:string', 'apiVersion:xsd:string', 'instanceUuid?:xsd:string');
-t('ServiceContent', 'DynamicData',
-  `rootFolder:${MOR}`, `propertyCollector:${MOR}`, `viewManager?:${MOR}`, 'about:AboutInfo',
-  `setting?:${MOR}`, `userDirectory?:${MOR}`, `sessionManager?:${MOR}`, `authorizationManager?:${MOR}`,
-  `perfManager?:${MOR}`, `taskManager?:${MOR}`, `customFieldsManager?:${MOR}`, `searchIndex?:${MOR}`,
-  `fileManager?:${MOR}`, `virtualDiskManager?:${MOR}`);
-t('UserSession', 'DynamicData',
-  'key:xsd:string', 'userName:xsd:string', 'fullName:xsd:string', 'loginTime:xsd:dateTime',
-  'lastActiveTime:xsd:dateTime', 'locale:xsd:string', 'messageLocale:xsd:string',
-  'extensionSession?:xsd:boolean', 'ipAddress?:xsd:string', 'userAgent?:xsd:string', 'callCount?:xsd:long');
+t(
+  'AboutInfo',
+  'DynamicData',
+  'name:xsd:string',
+  'fullName:xsd:string',
+  'vendor:xsd:string',
+  'version:xsd:string',
+  'build:xsd:string',
+  'localeVersion?:xsd:string',
+  'localeBuild?:xsd:string',
+  'osType:xsd:string',
+  'productLineId:xsd:string',
+  'apiType:xsd:string',
+  'apiVersion:xsd:string',
+  'instanceUuid?:xsd:string',
+);
+t(
+  'ServiceContent',
+  'DynamicData',
+  `rootFolder:${MOR}`,
+  `propertyCollector:${MOR}`,
+  `viewManager?:${MOR}`,
+  'about:AboutInfo',
+  `setting?:${MOR}`,
+  `userDirectory?:${MOR}`,
+  `sessionManager?:${MOR}`,
+  `authorizationManager?:${MOR}`,
+  `perfManager?:${MOR}`,
+  `taskManager?:${MOR}`,
+  `customFieldsManager?:${MOR}`,
+  `searchIndex?:${MOR}`,
+  `fileManager?:${MOR}`,
+  `virtualDiskManager?:${MOR}`,
+);
+t(
+  'UserSession',
+  'DynamicData',
+  'key:xsd:string',
+  'userName:xsd:string',
+  'fullName:xsd:string',
+  'loginTime:xsd:dateTime',
+  'lastActiveTime:xsd:dateTime',
+  'locale:xsd:string',
+  'messageLocale:xsd:string',
+  'extensionSession?:xsd:boolean',
+  'ipAddress?:xsd:string',
+  'userAgent?:xsd:string',
+  'callCount?:xsd:long',
+);
 t('Description', 'DynamicData', 'label:xsd:string', 'summary:xsd:string');
 t('LocalizableMessage', 'DynamicData', 'key:xsd:string', 'arg[]:KeyAnyValue', 'message?:xsd:string');
 t('KeyAnyValue', 'DynamicData', 'key:xsd:string', 'value:xsd:anyType');
@@ -80,9 +120,22 @@ t('OptionValue', 'DynamicData', 'key:xsd:string', 'value?:xsd:anyType');
 // --- Property collector -------------------------------------------------------------------------
 t('PropertySpec', 'DynamicData', 'type:xsd:string', 'all?:xsd:boolean', 'pathSet[]:xsd:string');
 t('SelectionSpec', 'DynamicData', 'name?:xsd:string');
-t('TraversalSpec', 'SelectionSpec', 'type:xsd:string', 'path:xsd:string', 'skip?:xsd:boolean', 'selectSet[]:SelectionSpec');
+t(
+  'TraversalSpec',
+  'SelectionSpec',
+  'type:xsd:string',
+  'path:xsd:string',
+  'skip?:xsd:boolean',
+  'selectSet[]:SelectionSpec',
+);
 t('ObjectSpec', 'DynamicData', `obj:${MOR}`, 'skip?:xsd:boolean', 'selectSet[]:SelectionSpec');
-t('PropertyFilterSpec', 'DynamicData', 'propSet+:PropertySpec', 'objectSet+:ObjectSpec', 'reportMissingObjectsInResults?:xsd:boolean');
+t(
+  'PropertyFilterSpec',
+  'DynamicData',
+  'propSet+:PropertySpec',
+  'objectSet+:ObjectSpec',
+  'reportMissingObjectsInResults?:xsd:boolean',
+);
 t('RetrieveOptions', 'DynamicData', 'maxObjects?:xsd:int');
 t('DynamicProperty', undefined, 'name:xsd:string', 'val:xsd:anyType');
 t('MissingProperty', 'DynamicData', 'path:xsd:string', 'fault:LocalizedMethodFault');
@@ -110,7 +163,12 @@ t('RequestCanceled', 'RuntimeFault');
 t('InvalidLogin', 'VimFault');
 t('NotFound', 'VimFault');
 t('InvalidState', 'VimFault');
-t('InvalidPowerState', 'InvalidState', 'requestedState?:VirtualMachinePowerState', 'existingState:VirtualMachinePowerState');
+t(
+  'InvalidPowerState',
+  'InvalidState',
+  'requestedState?:VirtualMachinePowerState',
+  'existingState:VirtualMachinePowerState',
+);
 t('TaskInProgress', 'VimFault', `task:${MOR}`);
 t('ConcurrentAccess', 'VimFault');
 t('InvalidName', 'VimFault', 'name:xsd:string', `entity?:${MOR}`);
@@ -134,32 +192,105 @@ t('InvalidProperty', 'MethodFault', 'name:xsd:string');
 // --- Tasks --------------------------------------------------------------------------------------
 t('TaskReason', 'DynamicData');
 t('TaskReasonUser', 'TaskReason', 'userName:xsd:string');
-t('TaskInfo', 'DynamicData',
-  'key:xsd:string', `task:${MOR}`, 'description?:LocalizableMessage', 'name?:xsd:string',
-  'descriptionId:xsd:string', `entity?:${MOR}`, 'entityName?:xsd:string', `locked[]:${MOR}`,
-  'state:TaskInfoState', 'cancelled:xsd:boolean', 'cancelable:xsd:boolean', 'error?:LocalizedMethodFault',
-  'result?:xsd:anyType', 'progress?:xsd:int', 'reason:TaskReason', 'queueTime:xsd:dateTime',
-  'startTime?:xsd:dateTime', 'completeTime?:xsd:dateTime', 'eventChainId:xsd:int');
+t(
+  'TaskInfo',
+  'DynamicData',
+  'key:xsd:string',
+  `task:${MOR}`,
+  'description?:LocalizableMessage',
+  'name?:xsd:string',
+  'descriptionId:xsd:string',
+  `entity?:${MOR}`,
+  'entityName?:xsd:string',
+  `locked[]:${MOR}`,
+  'state:TaskInfoState',
+  'cancelled:xsd:boolean',
+  'cancelable:xsd:boolean',
+  'error?:LocalizedMethodFault',
+  'result?:xsd:anyType',
+  'progress?:xsd:int',
+  'reason:TaskReason',
+  'queueTime:xsd:dateTime',
+  'startTime?:xsd:dateTime',
+  'completeTime?:xsd:dateTime',
+  'eventChainId:xsd:int',
+);
 
 // --- Devices ------------------------------------------------------------------------------------
 t('VirtualDeviceBackingInfo', 'DynamicData');
-t('VirtualDeviceFileBackingInfo', 'VirtualDeviceBackingInfo', 'fileName:xsd:string', `datastore?:${MOR}`, 'backingObjectId?:xsd:string');
-t('VirtualDiskFlatVer2BackingInfo', 'VirtualDeviceFileBackingInfo',
-  'diskMode:xsd:string', 'split?:xsd:boolean', 'writeThrough?:xsd:boolean', 'thinProvisioned?:xsd:boolean',
-  'eagerlyScrub?:xsd:boolean', 'uuid?:xsd:string', 'contentId?:xsd:string', 'changeId?:xsd:string',
-  'parent?:VirtualDiskFlatVer2BackingInfo', 'deltaDiskFormat?:xsd:string', 'digestEnabled?:xsd:boolean',
-  'deltaGrainSize?:xsd:int', 'deltaDiskFormatVariant?:xsd:string', 'sharing?:xsd:string');
-t('VirtualDiskSparseVer2BackingInfo', 'VirtualDeviceFileBackingInfo',
-  'diskMode:xsd:string', 'split?:xsd:boolean', 'writeThrough?:xsd:boolean', 'spaceUsedInKB?:xsd:long',
-  'uuid?:xsd:string', 'contentId?:xsd:string', 'changeId?:xsd:string', 'parent?:VirtualDiskSparseVer2BackingInfo');
-t('VirtualDiskRawDiskMappingVer1BackingInfo', 'VirtualDeviceFileBackingInfo',
-  'lunUuid?:xsd:string', 'deviceName?:xsd:string', 'compatibilityMode?:xsd:string', 'diskMode?:xsd:string',
-  'uuid?:xsd:string', 'contentId?:xsd:string', 'changeId?:xsd:string', 'parent?:VirtualDiskRawDiskMappingVer1BackingInfo');
-t('VirtualDevice', 'DynamicData',
-  'key:xsd:int', 'deviceInfo?:Description', 'backing?:VirtualDeviceBackingInfo', 'controllerKey?:xsd:int', 'unitNumber?:xsd:int');
-t('VirtualDisk', 'VirtualDevice', 'capacityInKB:xsd:long', 'capacityInBytes?:xsd:long', 'diskObjectId?:xsd:string');
+t(
+  'VirtualDeviceFileBackingInfo',
+  'VirtualDeviceBackingInfo',
+  'fileName:xsd:string',
+  `datastore?:${MOR}`,
+  'backingObjectId?:xsd:string',
+);
+t(
+  'VirtualDiskFlatVer2BackingInfo',
+  'VirtualDeviceFileBackingInfo',
+  'diskMode:xsd:string',
+  'split?:xsd:boolean',
+  'writeThrough?:xsd:boolean',
+  'thinProvisioned?:xsd:boolean',
+  'eagerlyScrub?:xsd:boolean',
+  'uuid?:xsd:string',
+  'contentId?:xsd:string',
+  'changeId?:xsd:string',
+  'parent?:VirtualDiskFlatVer2BackingInfo',
+  'deltaDiskFormat?:xsd:string',
+  'digestEnabled?:xsd:boolean',
+  'deltaGrainSize?:xsd:int',
+  'deltaDiskFormatVariant?:xsd:string',
+  'sharing?:xsd:string',
+);
+t(
+  'VirtualDiskSparseVer2BackingInfo',
+  'VirtualDeviceFileBackingInfo',
+  'diskMode:xsd:string',
+  'split?:xsd:boolean',
+  'writeThrough?:xsd:boolean',
+  'spaceUsedInKB?:xsd:long',
+  'uuid?:xsd:string',
+  'contentId?:xsd:string',
+  'changeId?:xsd:string',
+  'parent?:VirtualDiskSparseVer2BackingInfo',
+);
+t(
+  'VirtualDiskRawDiskMappingVer1BackingInfo',
+  'VirtualDeviceFileBackingInfo',
+  'lunUuid?:xsd:string',
+  'deviceName?:xsd:string',
+  'compatibilityMode?:xsd:string',
+  'diskMode?:xsd:string',
+  'uuid?:xsd:string',
+  'contentId?:xsd:string',
+  'changeId?:xsd:string',
+  'parent?:VirtualDiskRawDiskMappingVer1BackingInfo',
+);
+t(
+  'VirtualDevice',
+  'DynamicData',
+  'key:xsd:int',
+  'deviceInfo?:Description',
+  'backing?:VirtualDeviceBackingInfo',
+  'controllerKey?:xsd:int',
+  'unitNumber?:xsd:int',
+);
+t(
+  'VirtualDisk',
+  'VirtualDevice',
+  'capacityInKB:xsd:long',
+  'capacityInBytes?:xsd:long',
+  'diskObjectId?:xsd:string',
+);
 t('VirtualController', 'VirtualDevice', 'busNumber:xsd:int', 'device[]:xsd:int');
-t('VirtualSCSIController', 'VirtualController', 'hotAddRemove?:xsd:boolean', 'sharedBus:xsd:string', 'scsiCtlrUnitNumber?:xsd:int');
+t(
+  'VirtualSCSIController',
+  'VirtualController',
+  'hotAddRemove?:xsd:boolean',
+  'sharedBus:xsd:string',
+  'scsiCtlrUnitNumber?:xsd:int',
+);
 t('ParaVirtualSCSIController', 'VirtualSCSIController');
 t('VirtualLsiLogicController', 'VirtualSCSIController');
 t('VirtualLsiLogicSASController', 'VirtualSCSIController');
@@ -169,24 +300,68 @@ t('VirtualPCIController', 'VirtualController');
 t('VirtualEthernetCard', 'VirtualDevice', 'addressType?:xsd:string', 'macAddress?:xsd:string');
 t('VirtualE1000', 'VirtualEthernetCard');
 t('VirtualVmxnet3', 'VirtualEthernetCard');
-t('VirtualDeviceConfigSpec', 'DynamicData',
-  'operation?:VirtualDeviceConfigSpecOperation', 'fileOperation?:VirtualDeviceConfigSpecFileOperation', 'device:VirtualDevice');
-t('VirtualMachineConfigSpec', 'DynamicData',
-  'changeVersion?:xsd:string', 'name?:xsd:string', 'annotation?:xsd:string', 'deviceChange[]:VirtualDeviceConfigSpec',
-  'extraConfig[]:OptionValue', 'changeTrackingEnabled?:xsd:boolean');
+t(
+  'VirtualDeviceConfigSpec',
+  'DynamicData',
+  'operation?:VirtualDeviceConfigSpecOperation',
+  'fileOperation?:VirtualDeviceConfigSpecFileOperation',
+  'device:VirtualDevice',
+);
+t(
+  'VirtualMachineConfigSpec',
+  'DynamicData',
+  'changeVersion?:xsd:string',
+  'name?:xsd:string',
+  'annotation?:xsd:string',
+  'deviceChange[]:VirtualDeviceConfigSpec',
+  'extraConfig[]:OptionValue',
+  'changeTrackingEnabled?:xsd:boolean',
+);
 
 // --- Snapshots, CBT, datastores -----------------------------------------------------------------
-t('VirtualMachineSnapshotTree', 'DynamicData',
-  `snapshot:${MOR}`, `vm:${MOR}`, 'name:xsd:string', 'description:xsd:string', 'id?:xsd:int',
-  'createTime:xsd:dateTime', 'state:VirtualMachinePowerState', 'quiesced:xsd:boolean', 'backupManifest?:xsd:string',
-  'childSnapshotList[]:VirtualMachineSnapshotTree', 'replaySupported?:xsd:boolean');
-t('VirtualMachineSnapshotInfo', 'DynamicData', `currentSnapshot?:${MOR}`, 'rootSnapshotList[]:VirtualMachineSnapshotTree');
+t(
+  'VirtualMachineSnapshotTree',
+  'DynamicData',
+  `snapshot:${MOR}`,
+  `vm:${MOR}`,
+  'name:xsd:string',
+  'description:xsd:string',
+  'id?:xsd:int',
+  'createTime:xsd:dateTime',
+  'state:VirtualMachinePowerState',
+  'quiesced:xsd:boolean',
+  'backupManifest?:xsd:string',
+  'childSnapshotList[]:VirtualMachineSnapshotTree',
+  'replaySupported?:xsd:boolean',
+);
+t(
+  'VirtualMachineSnapshotInfo',
+  'DynamicData',
+  `currentSnapshot?:${MOR}`,
+  'rootSnapshotList[]:VirtualMachineSnapshotTree',
+);
 t('DiskChangeExtent', 'DynamicData', 'start:xsd:long', 'length:xsd:long');
-t('DiskChangeInfo', 'DynamicData', 'startOffset:xsd:long', 'length:xsd:long', 'changedArea[]:DiskChangeExtent');
-t('DatastoreSummary', 'DynamicData',
-  `datastore?:${MOR}`, 'name:xsd:string', 'url:xsd:string', 'capacity:xsd:long', 'freeSpace:xsd:long',
-  'uncommitted?:xsd:long', 'accessible:xsd:boolean', 'multipleHostAccess?:xsd:boolean', 'type:xsd:string',
-  'maintenanceMode?:xsd:string');
+t(
+  'DiskChangeInfo',
+  'DynamicData',
+  'startOffset:xsd:long',
+  'length:xsd:long',
+  'changedArea[]:DiskChangeExtent',
+);
+t(
+  'DatastoreSummary',
+  'DynamicData',
+  `datastore?:${MOR}`,
+  'name:xsd:string',
+  'url:xsd:string',
+  'capacity:xsd:long',
+  'freeSpace:xsd:long',
+  'uncommitted?:xsd:long',
+  'accessible:xsd:boolean',
+  'multipleHostAccess?:xsd:boolean',
+  'type:xsd:string',
+  'maintenanceMode?:xsd:string',
+);
 
 // --- Arrays used in anyType positions -----------------------------------------------------------
 t('ArrayOfString', undefined, 'string[]:xsd:string');
@@ -205,28 +380,105 @@ e('HostSystemConnectionState', 'connected', 'notResponding', 'disconnected');
 
 // --- Operations (request types in XSD order) ----------------------------------------------------
 op('RetrieveServiceContent', 'RetrieveServiceContentRequestType', 'returnval:ServiceContent', `_this:${MOR}`);
-op('Login', 'LoginRequestType', 'returnval:UserSession', `_this:${MOR}`, 'userName:xsd:string', 'password:xsd:string', 'locale?:xsd:string');
+op(
+  'Login',
+  'LoginRequestType',
+  'returnval:UserSession',
+  `_this:${MOR}`,
+  'userName:xsd:string',
+  'password:xsd:string',
+  'locale?:xsd:string',
+);
 op('Logout', 'LogoutRequestType', undefined, `_this:${MOR}`);
 op('CurrentTime', 'CurrentTimeRequestType', 'returnval:xsd:dateTime', `_this:${MOR}`);
-op('RetrievePropertiesEx', 'RetrievePropertiesExRequestType', 'returnval?:RetrieveResult',
-  `_this:${MOR}`, 'specSet+:PropertyFilterSpec', 'options:RetrieveOptions');
-op('ContinueRetrievePropertiesEx', 'ContinueRetrievePropertiesExRequestType', 'returnval:RetrieveResult', `_this:${MOR}`, 'token:xsd:string');
-op('CreateContainerView', 'CreateContainerViewRequestType', `returnval:${MOR}`,
-  `_this:${MOR}`, `container:${MOR}`, 'type[]:xsd:string', 'recursive:xsd:boolean');
+op(
+  'RetrievePropertiesEx',
+  'RetrievePropertiesExRequestType',
+  'returnval?:RetrieveResult',
+  `_this:${MOR}`,
+  'specSet+:PropertyFilterSpec',
+  'options:RetrieveOptions',
+);
+op(
+  'ContinueRetrievePropertiesEx',
+  'ContinueRetrievePropertiesExRequestType',
+  'returnval:RetrieveResult',
+  `_this:${MOR}`,
+  'token:xsd:string',
+);
+op(
+  'CreateContainerView',
+  'CreateContainerViewRequestType',
+  `returnval:${MOR}`,
+  `_this:${MOR}`,
+  `container:${MOR}`,
+  'type[]:xsd:string',
+  'recursive:xsd:boolean',
+);
 op('DestroyView', 'DestroyViewRequestType', undefined, `_this:${MOR}`);
-op('FindByUuid', 'FindByUuidRequestType', `returnval?:${MOR}`,
-  `_this:${MOR}`, `datacenter?:${MOR}`, 'uuid:xsd:string', 'vmSearch:xsd:boolean', 'instanceUuid?:xsd:boolean');
-op('FindAllByUuid', 'FindAllByUuidRequestType', `returnval[]:${MOR}`,
-  `_this:${MOR}`, `datacenter?:${MOR}`, 'uuid:xsd:string', 'vmSearch:xsd:boolean', 'instanceUuid?:xsd:boolean');
-op('FindByInventoryPath', 'FindByInventoryPathRequestType', `returnval?:${MOR}`, `_this:${MOR}`, 'inventoryPath:xsd:string');
-op('ReconfigVM_Task', 'ReconfigVMRequestType', `returnval:${MOR}`, `_this:${MOR}`, 'spec:VirtualMachineConfigSpec');
-op('CreateSnapshot_Task', 'CreateSnapshotRequestType', `returnval:${MOR}`,
-  `_this:${MOR}`, 'name:xsd:string', 'description?:xsd:string', 'memory:xsd:boolean', 'quiesce:xsd:boolean');
-op('RemoveSnapshot_Task', 'RemoveSnapshotRequestType', `returnval:${MOR}`,
-  `_this:${MOR}`, 'removeChildren:xsd:boolean', 'consolidate?:xsd:boolean');
+op(
+  'FindByUuid',
+  'FindByUuidRequestType',
+  `returnval?:${MOR}`,
+  `_this:${MOR}`,
+  `datacenter?:${MOR}`,
+  'uuid:xsd:string',
+  'vmSearch:xsd:boolean',
+  'instanceUuid?:xsd:boolean',
+);
+op(
+  'FindAllByUuid',
+  'FindAllByUuidRequestType',
+  `returnval[]:${MOR}`,
+  `_this:${MOR}`,
+  `datacenter?:${MOR}`,
+  'uuid:xsd:string',
+  'vmSearch:xsd:boolean',
+  'instanceUuid?:xsd:boolean',
+);
+op(
+  'FindByInventoryPath',
+  'FindByInventoryPathRequestType',
+  `returnval?:${MOR}`,
+  `_this:${MOR}`,
+  'inventoryPath:xsd:string',
+);
+op(
+  'ReconfigVM_Task',
+  'ReconfigVMRequestType',
+  `returnval:${MOR}`,
+  `_this:${MOR}`,
+  'spec:VirtualMachineConfigSpec',
+);
+op(
+  'CreateSnapshot_Task',
+  'CreateSnapshotRequestType',
+  `returnval:${MOR}`,
+  `_this:${MOR}`,
+  'name:xsd:string',
+  'description?:xsd:string',
+  'memory:xsd:boolean',
+  'quiesce:xsd:boolean',
+);
+op(
+  'RemoveSnapshot_Task',
+  'RemoveSnapshotRequestType',
+  `returnval:${MOR}`,
+  `_this:${MOR}`,
+  'removeChildren:xsd:boolean',
+  'consolidate?:xsd:boolean',
+);
 op('ConsolidateVMDisks_Task', 'ConsolidateVMDisksRequestType', `returnval:${MOR}`, `_this:${MOR}`);
-op('QueryChangedDiskAreas', 'QueryChangedDiskAreasRequestType', 'returnval:DiskChangeInfo',
-  `_this:${MOR}`, `snapshot?:${MOR}`, 'deviceKey:xsd:int', 'startOffset:xsd:long', 'changeId:xsd:string');
+op(
+  'QueryChangedDiskAreas',
+  'QueryChangedDiskAreasRequestType',
+  'returnval:DiskChangeInfo',
+  `_this:${MOR}`,
+  `snapshot?:${MOR}`,
+  'deviceKey:xsd:int',
+  'startOffset:xsd:long',
+  'changeId:xsd:string',
+);
 
 export const MOREF_TYPE = MOR;
 

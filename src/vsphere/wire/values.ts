@@ -41,7 +41,12 @@ export function sameMoRef(a: MoRef | undefined, b: MoRef | undefined): boolean {
 }
 
 export function isVimObject(v: unknown): v is VimObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && typeof (v as { _type?: unknown })._type === 'string';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    !Array.isArray(v) &&
+    typeof (v as { _type?: unknown })._type === 'string'
+  );
 }
 
 /** A typed `xsd:long` (or other primitive) for anyType positions. */

@@ -75,7 +75,9 @@ export function vim25SubsetWsdl(): string {
       `<message name="${o.name}ResponseMsg"><part name="parameters" element="vim25:${o.name}Response"/></message>`,
     );
   }
-  parts.push(`<message name="RuntimeFaultFaultMsg"><part name="fault" element="vim25:RuntimeFaultFault"/></message>`);
+  parts.push(
+    `<message name="RuntimeFaultFaultMsg"><part name="fault" element="vim25:RuntimeFaultFault"/></message>`,
+  );
   parts.push(`<portType name="VimPortType">`);
   for (const o of schemaOperations.values()) {
     parts.push(

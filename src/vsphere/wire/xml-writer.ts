@@ -48,7 +48,13 @@ export function writeElement(out: string[], name: string, v: VimValue, declared:
   writeComplex(out, name, v as VimObject, declared, false);
 }
 
-function writeComplex(out: string[], name: string, obj: VimObject, declared: string, forceType: boolean): void {
+function writeComplex(
+  out: string[],
+  name: string,
+  obj: VimObject,
+  declared: string,
+  forceType: boolean,
+): void {
   const concrete = obj._type ?? declared;
   if (concrete === MOREF_TYPE) {
     const t = forceType || declared !== MOREF_TYPE ? ` xsi:type="${MOREF_TYPE}"` : '';
@@ -56,7 +62,8 @@ function writeComplex(out: string[], name: string, obj: VimObject, declared: str
     return;
   }
   if (!schemaTypes.has(concrete)) throw new Error(`${name}: type ${concrete} is not in the vim25 subset`);
-  if (!forceType && !isSubtype(concrete, declared)) throw new Error(`${name}: ${concrete} is not a ${declared}`);
+  if (!forceType && !isSubtype(concrete, declared))
+    throw new Error(`${name}: ${concrete} is not a ${declared}`);
   const typeAttr = forceType || concrete !== declared ? ` xsi:type="${concrete}"` : '';
   out.push(`<${name}${typeAttr}>`);
   for (const f of allFields(concrete)) {
