@@ -162,6 +162,8 @@ export class LabWorld {
   private cbtWindow: CbtWindowing;
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
+  /** How long tasks run (from the definition; tests may change it). */
+  taskDurationMs: number;
 
   constructor(
     readonly root: string,
@@ -169,6 +171,7 @@ export class LabWorld {
   ) {
     this.random = mulberry32(def.cbtWindowSeed ?? 1);
     this.cbtWindow = { maxWindow: def.cbtWindowBytes, seed: def.cbtWindowSeed };
+    this.taskDurationMs = def.taskDurationMs;
   }
 
   /** Changes how QueryChangedDiskAreas windows are sized (tests: random windows per seed). */
@@ -586,7 +589,7 @@ export class LabWorld {
     };
     this.tasks.set(ref, task);
     this.busy.set(vm.moref, ref);
-    const duration = this.def.taskDurationMs;
+    const duration = this.taskDurationMs;
     const steps = duration > 0 ? 4 : 0;
     for (let i = 1; i < steps; i++) {
       this.timer(

@@ -129,8 +129,11 @@ export async function readExtraConfig(client: VimClient, vm: MoRef): Promise<Map
   const { props } = await retrieveOne(client, vm, ['config.extraConfig'], true);
   const out = new Map<string, string>();
   for (const ov of (props.get('config.extraConfig') as VimValue[] | undefined) ?? []) {
-    const value = isVimObject(ov) && ov.value !== undefined ? String(ov.value) : '';
-    if (isVimObject(ov) && typeof ov.key === 'string' && value !== '') out.set(ov.key, value);
+    if (!isVimObject(ov) || typeof ov.key !== 'string') continue;
+    // Later entries win and an empty value removes the key (servers that append, like vcsim, included).
+    const value = ov.value !== undefined ? String(ov.value) : '';
+    if (value === '') out.delete(ov.key);
+    else out.set(ov.key, value);
   }
   return out;
 }

@@ -180,9 +180,9 @@ describe('faults map to typed errors naming the object', () => {
 
   test('TaskInProgress (a second task on a busy VM)', async () => {
     const busy = await vm('busy01');
-    // The definition's tasks take 20 ms: start one and race a second on the same VM.
-    const first = c.call('CreateSnapshot_Task', { _this: busy, name: 'a', memory: false, quiesce: false });
-    await first;
+    t.lab.world.taskDurationMs = 5000;
+    await c.call('CreateSnapshot_Task', { _this: busy, name: 'a', memory: false, quiesce: false });
+    t.lab.world.taskDurationMs = 20;
     await assert.rejects(
       createSnapshot(c, busy, { name: 'b', description: '', quiesce: false }),
       (err: unknown) => {
