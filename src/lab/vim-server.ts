@@ -80,7 +80,7 @@ export class LabVimServer {
   private server: https.Server | undefined;
   private readonly sessions = new Map<string, Session>();
   private readonly views = new Map<string, { types: string[] }>();
-  private readonly pages = new Map<string, VimObject[]>();
+  private readonly pages = new Map<string, { objects: VimObject[]; max: number }>();
   private faults: (FaultRule & { left: number })[] = [];
   /** Session idle timeout in ms (from the definition; tests may shorten it). */
   sessionTimeoutMs: number;
@@ -448,7 +448,7 @@ export class LabVimServer {
             invalidProperty: 'token',
           });
         this.pages.delete(String(a.token));
-        return this.page(page, page.length);
+        return this.page(page.objects, page.max);
       }
       case 'FindByUuid':
       case 'FindAllByUuid': {
@@ -623,7 +623,7 @@ export class LabVimServer {
     let token: string | undefined;
     if (rest.length > 0) {
       token = randomBytes(8).toString('hex');
-      this.pages.set(token, rest);
+      this.pages.set(token, { objects: rest, max });
     }
     return { _type: 'RetrieveResult', token, objects: first };
   }
