@@ -17,8 +17,14 @@ export interface FaultRule {
   readonly method: string;
   /** Only calls whose `_this` has this moref value (or whose VM has this name). */
   readonly object?: string | undefined;
-  /** `fault` answers with a SOAP fault, `task` makes the task fail, `drop` closes the connection. */
-  readonly action: 'fault' | 'task' | 'drop';
+  /**
+   * `fault` answers with a SOAP fault, `task` makes the task fail, `drop` closes the connection,
+   * `missing` reports property `path` of the object in `missingSet` (a per-property fault, e.g.
+   * NotAuthenticated for a missing privilege) instead of its value.
+   */
+  readonly action: 'fault' | 'task' | 'drop' | 'missing';
+  /** For `missing`: the property path. */
+  readonly path?: string | undefined;
   /** The vim25 fault type for `fault` and `task`, e.g. `InvalidPowerState`. */
   readonly fault?: string | undefined;
   readonly message?: string | undefined;

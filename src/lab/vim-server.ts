@@ -87,6 +87,8 @@ export class LabVimServer {
   /** Calls per vim25 method (for tests and the benchmark). */
   readonly calls = new Map<string, number>();
   url = '';
+  /** The SOAPAction header of the last SOAP request (tests: version negotiation). */
+  lastSoapAction = '';
 
   constructor(private readonly opts: LabServerOptions) {
     this.sessionTimeoutMs = opts.world.def.sessionTimeoutSeconds * 1000;
@@ -153,6 +155,7 @@ export class LabVimServer {
 
   private matchFault(method: string, target: MoRef | undefined): (FaultRule & { left: number }) | undefined {
     for (const f of this.faults) {
+      if (f.action === 'missing') continue;
       if (f.method !== '*' && f.method !== method) continue;
       if (f.object !== undefined) {
         const name =
@@ -261,6 +264,7 @@ export class LabVimServer {
 
   private async soap(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const text = (await readBody(req)).toString('utf8');
+    this.lastSoapAction = String(req.headers.soapaction ?? '');
     const wsdl = await loadWsdl();
     let args: VimObject = { _type: 'unknown' };
     const headers: Record<string, string> = { 'Content-Type': 'text/xml; charset=utf-8' };
@@ -628,13 +632,48 @@ export class LabVimServer {
     return { _type: 'RetrieveResult', token, objects: first };
   }
 
+  private missingRule(obj: MoRef, path: string): (FaultRule & { left: number }) | undefined {
+    const name =
+      obj.type === 'VirtualMachine' ? this.world.vms.find((v) => v.moref === obj.value)?.name : undefined;
+    const f = this.faults.find(
+      (r) =>
+        r.action === 'missing' &&
+        r.path === path &&
+        (r.object === undefined || r.object === obj.value || r.object === name),
+    );
+    if (f && f.times !== 0) {
+      f.left--;
+      if (f.left <= 0) this.faults = this.faults.filter((x) => x !== f);
+    }
+    return f;
+  }
+
   private objectContent(obj: MoRef, paths: string[]): VimObject {
     const propSet: VimObject[] = [];
+    const missingSet: VimObject[] = [];
     for (const path of paths) {
+      const rule = this.missingRule(obj, path);
+      if (rule) {
+        const fault = new LabFault(
+          rule.fault!,
+          rule.message ?? `injected ${rule.fault!}`,
+          (rule.fields ?? {}) as Record<string, VimValue>,
+        );
+        missingSet.push({
+          _type: 'MissingProperty',
+          path,
+          fault: {
+            _type: 'LocalizedMethodFault',
+            fault: this.faultObject(fault, obj),
+            localizedMessage: fault.message,
+          },
+        });
+        continue;
+      }
       const val = this.property(obj, path);
       if (val !== undefined) propSet.push({ _type: 'DynamicProperty', name: path, val });
     }
-    return { _type: 'ObjectContent', obj, propSet };
+    return { _type: 'ObjectContent', obj, propSet, missingSet };
   }
 
   private property(obj: MoRef, path: string): VimValue | undefined {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -47,6 +47,29 @@ export function buildVcsim(): string {
   const bin = join(cache, `vcsim-${hash}`);
   if (existsSync(bin)) return bin;
   mkdirSync(join(cache, 'gopath'), { recursive: true });
+  // One build at a time (test files run in parallel): the others wait for the binary.
+  const lock = `${bin}.lock`;
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch {
+      if (existsSync(bin)) return bin;
+      if (Date.now() > deadline) rmSync(lock, { recursive: true, force: true });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+    }
+  }
+  try {
+    if (existsSync(bin)) return bin;
+    buildInto(bin, cache);
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+  return bin;
+}
+
+function buildInto(bin: string, cache: string): void {
   const tmp = `${bin}.tmp-${process.pid}`;
   const r = spawnSync('go', ['build', '-o', tmp, source], {
     encoding: 'utf8',
@@ -61,7 +84,6 @@ export function buildVcsim(): string {
   });
   if (r.status !== 0) throw new Error(`building vcsim failed: ${r.stderr || r.error?.message}`);
   renameSync(tmp, bin);
-  return bin;
 }
 
 export interface RunningVcsim {

@@ -16,9 +16,11 @@ import {
   TaskInProgressError,
   VimConnectionError,
   VimFaultError,
+  VimLookupError,
   VimTlsError,
 } from '../../src/vsphere/errors.js';
-import { findVmByPath, getVm } from '../../src/vsphere/inventory.js';
+import { findSelfVm, findVmByPath, getVm } from '../../src/vsphere/inventory.js';
+import { retrieveOne } from '../../src/vsphere/property.js';
 import {
   consolidateDisks,
   createSnapshot,
@@ -47,6 +49,8 @@ before(async () => {
       { name: 'freevm', host: 'esxfree', disks: [{ sizeMiB: 1 }] },
       { name: 'off01', powerState: 'poweredOff', cbt: true, disks: [{ sizeMiB: 1 }] },
       { name: 'busy01', disks: [{ sizeMiB: 1 }] },
+      { name: 'dupA', biosUuid: '4a1c2b3d-0000-4000-8000-000000000001', disks: [] },
+      { name: 'dupB', biosUuid: '4a1c2b3d-0000-4000-8000-000000000001', disks: [] },
     ],
   });
   c = await t.connect();
@@ -135,6 +139,51 @@ describe('sessions', () => {
       }),
       (err: unknown) => err instanceof VimFaultError && err.faultType === 'InvalidLogin',
     );
+    const client = await t.connect();
+    await client.close();
+    await assert.rejects(
+      client.transport.invoke('CurrentTime', { _this: moref('ServiceInstance', 'ServiceInstance') }),
+      NotAuthenticatedError,
+    );
+  });
+
+  test('the SOAPAction carries the version from about.apiVersion, and the session cookie is carried', async () => {
+    await c.keepAlive();
+    assert.equal(t.lab.server.lastSoapAction, '"urn:vim25/8.0.3.0"');
+    assert.match(c.transport.sessionCookie ?? '', /^"[0-9a-f]{40}"$/);
+  });
+
+  test('an idle client sends CurrentTime keep-alives', async () => {
+    const client = await VimClient.connect({
+      url: t.lab.url,
+      username: t.lab.username,
+      password: t.lab.password,
+      fingerprint256: t.lab.fingerprint256,
+      keepAliveMs: 1000,
+    });
+    const before = t.lab.server.calls.get('CurrentTime') ?? 0;
+    await new Promise((r) => setTimeout(r, 2300));
+    assert.ok((t.lab.server.calls.get('CurrentTime') ?? 0) > before);
+    await client.close();
+  });
+
+  test('a NotAuthenticated in missingSet is a per-property fault and never a re-login', async () => {
+    const client = await t.connect();
+    const web = await vm('web01');
+    t.lab.injectFault({
+      method: 'RetrievePropertiesEx',
+      action: 'missing',
+      object: 'web01',
+      path: 'config.hardware.device',
+      fault: 'NotAuthenticated',
+    });
+    await assert.rejects(retrieveOne(client, web, ['name', 'config.hardware.device']), (err: unknown) => {
+      assert.ok(err instanceof NotAuthenticatedError);
+      assert.equal(err.propertyPath, 'config.hardware.device');
+      assert.match(err.message, /property config\.hardware\.device/);
+      return true;
+    });
+    assert.equal(client.relogins, 0);
   });
 
   test('a dropped connection is a transient VimConnectionError and the next call works', async () => {
@@ -156,6 +205,17 @@ describe('faults map to typed errors naming the object', () => {
       },
     );
     await c.keepAlive();
+  });
+
+  test('two VMs with one BIOS UUID make self-identification ambiguous', async () => {
+    await assert.rejects(
+      findSelfVm(c, { productUuid: '4a1c2b3d-0000-4000-8000-000000000001' }),
+      (err: unknown) => {
+        assert.ok(err instanceof VimLookupError);
+        assert.match(err.message, /matches 2 VMs .*ambiguous/);
+        return true;
+      },
+    );
   });
 
   test('ManagedObjectNotFound', async () => {
