@@ -16,7 +16,6 @@ import {
   arrayOf,
   isMoRef,
   moref,
-  typed,
   type MoRef,
   type VimObject,
   type VimValue,
@@ -763,5 +762,3 @@ export class LabVimServer {
     };
   }
 }
-
-export { typed };

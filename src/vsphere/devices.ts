@@ -1,5 +1,5 @@
 import type { VimClient } from './client.js';
-import { freeUnit, parseControllers, parseDisks, type DiskInfo } from './disks.js';
+import { freeUnit, parseControllers, type DiskInfo } from './disks.js';
 import { VimUsageError } from './errors.js';
 import { getVm, listVms, type VmInfo } from './inventory.js';
 import { retrieveOne } from './property.js';
@@ -193,5 +193,3 @@ export async function listProxyDisks(
     };
   });
 }
-
-export { parseDisks };

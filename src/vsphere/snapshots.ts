@@ -1,6 +1,6 @@
 import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
-import { QuiesceFaultError, VimProtocolError } from './errors.js';
+import { VimProtocolError } from './errors.js';
 import { getVm } from './inventory.js';
 import { retrieveOne } from './property.js';
 import { runTask, type WaitOptions } from './tasks.js';
@@ -124,8 +124,6 @@ export async function createSnapshot(
   const node = (await listSnapshots(client, vm)).find((n) => n.ref.value === result.value);
   return { ref: result, quiesced: node?.quiesced ?? false, disks };
 }
-
-export { QuiesceFaultError };
 
 /** The disks of a snapshot (`config.hardware.device` of the snapshot): the frozen files and changeIds. */
 export async function snapshotDisks(client: VimClient, snapshot: MoRef): Promise<DiskInfo[]> {

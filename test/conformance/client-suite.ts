@@ -22,7 +22,6 @@ import {
   snapshotDescription,
   snapshotName,
 } from '../../src/vsphere/snapshots.js';
-import { moref } from '../../src/vsphere/wire/values.js';
 
 /**
  * The vSphere client suite that runs unchanged against vcsim and against the lab vSphere, for
@@ -153,6 +152,5 @@ export function registerClientSuite(target: ClientTarget): void {
     const ds = await listDatastores(client);
     const local = target.localFile(source.fileName, ds);
     if (local !== undefined) assert.ok(existsSync(local), `${local} still exists after the detach`);
-    void moref;
   });
 }
