@@ -7,6 +7,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  statSync,
   writeSync,
 } from 'node:fs';
 import { unionRanges } from './vmdk.js';
@@ -44,7 +45,20 @@ export function resetJournal(path: string): string {
   return uuid;
 }
 
+const cache = new Map<string, { size: number; mtimeMs: number; ino: number; journal: Journal }>();
+
+/** Reads a journal; re-parsed only when the file changed (appends change its size). */
 export function readJournal(path: string): Journal {
+  const st = statSync(path);
+  const hit = cache.get(path);
+  if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ino === st.ino) return hit.journal;
+  const journal = parseJournal(path);
+  if (cache.size > 10_000) cache.clear();
+  cache.set(path, { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, journal });
+  return journal;
+}
+
+function parseJournal(path: string): Journal {
   const entries: ({ epoch: number } | { w: [number, number] })[] = [];
   const epochs: number[] = [];
   let uuid = '';

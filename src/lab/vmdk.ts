@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
+  statSync,
   existsSync,
   openSync,
   readFileSync,
@@ -106,8 +107,17 @@ export function formatDescriptor(d: Descriptor): string {
   return lines.join('\n') + '\n';
 }
 
+const descriptorCache = new Map<string, { size: number; mtimeMs: number; ino: number; d: Descriptor }>();
+
+/** Reads a descriptor; re-parsed only when the file changed (writes replace it by rename). */
 export function readDescriptor(path: string): Descriptor {
-  return parseDescriptor(readFileSync(path, 'utf8'), path);
+  const st = statSync(path);
+  const hit = descriptorCache.get(path);
+  if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ino === st.ino) return hit.d;
+  const d = parseDescriptor(readFileSync(path, 'utf8'), path);
+  if (descriptorCache.size > 20_000) descriptorCache.clear();
+  descriptorCache.set(path, { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, d });
+  return d;
 }
 
 /** Writes a descriptor atomically (temp file, fsync, rename). */
