@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
 import { MethodNotFoundError, VimLookupError, VimProtocolError } from './errors.js';
@@ -147,6 +149,22 @@ export interface SelfIdentity {
   readonly productSerial?: string | undefined;
   /** Contents of /sys/class/dmi/id/product_uuid, if readable. */
   readonly productUuid?: string | undefined;
+}
+
+/**
+ * Reads the guest's DMI identity (root only: the files are mode 0400). Unreadable files are left
+ * out; `findSelfVm` then says what is missing.
+ */
+export function readSelfIdentity(dir = '/sys/class/dmi/id'): SelfIdentity {
+  const read = (name: string): string | undefined => {
+    try {
+      const v = readFileSync(join(dir, name), 'utf8').trim();
+      return v === '' ? undefined : v;
+    } catch {
+      return undefined;
+    }
+  };
+  return { productSerial: read('product_serial'), productUuid: read('product_uuid') };
 }
 
 /**

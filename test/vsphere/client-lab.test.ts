@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { changeIdUuid, queryChangedAreas } from '../../src/vsphere/cbt.js';
 import { VimClient } from '../../src/vsphere/client.js';
@@ -19,7 +21,13 @@ import {
   VimLookupError,
   VimTlsError,
 } from '../../src/vsphere/errors.js';
-import { findSelfVm, findVmByPath, getVm } from '../../src/vsphere/inventory.js';
+import {
+  datastoresVisibleTo,
+  findSelfVm,
+  findVmByPath,
+  getVm,
+  readSelfIdentity,
+} from '../../src/vsphere/inventory.js';
 import { retrieveOne } from '../../src/vsphere/property.js';
 import {
   consolidateDisks,
@@ -205,6 +213,43 @@ describe('faults map to typed errors naming the object', () => {
       },
     );
     await c.keepAlive();
+  });
+
+  test('the appliance finds its own VM from DMI files (serial in order, uuid byte-swapped)', async () => {
+    const proxy = await getVm(c, await vm('proxy01'));
+    const dmi = mkdtempSync(join(tmpdir(), 'vbproxy-dmi-'));
+    try {
+      const hex = proxy.biosUuid!.replace(/-/g, '').match(/../g)!;
+      writeFileSync(
+        join(dmi, 'product_serial'),
+        `VMware-${hex.slice(0, 8).join(' ')}-${hex.slice(8).join(' ')}\n`,
+      );
+      assert.equal((await findSelfVm(c, readSelfIdentity(dmi))).value, proxy.ref.value);
+      rmSync(join(dmi, 'product_serial'));
+      const [a, b, cc, ...rest] = proxy.biosUuid!.split('-') as [string, string, string, ...string[]];
+      const rev = (h: string): string => h.match(/../g)!.reverse().join('');
+      writeFileSync(
+        join(dmi, 'product_uuid'),
+        `${[rev(a), rev(b), rev(cc), ...rest].join('-').toUpperCase()}\n`,
+      );
+      assert.equal((await findSelfVm(c, readSelfIdentity(dmi))).value, proxy.ref.value);
+      rmSync(join(dmi, 'product_uuid'));
+      await assert.rejects(
+        findSelfVm(c, readSelfIdentity(dmi)),
+        /neither product_serial nor product_uuid was readable/,
+      );
+    } finally {
+      rmSync(dmi, { recursive: true, force: true });
+    }
+  });
+
+  test('the datastores the proxy can see are those of its host', async () => {
+    const visible = await datastoresVisibleTo(c, await vm('proxy01'));
+    assert.deepEqual(
+      visible.map((d) => d.name),
+      ['ds1'],
+    );
+    assert.ok(visible[0]!.capacityBytes > 0 && visible[0]!.accessible);
   });
 
   test('two VMs with one BIOS UUID make self-identification ambiguous', async () => {
