@@ -426,6 +426,10 @@ export function allocatedAreas(chain: ChainLink[]): [number, number][] {
     const grain = grainSize(link.d);
     const grains = Math.ceil(cap / grain);
     for (let g = 0; g < grains; g++) {
+      if ((g & 7) === 0 && map[g >> 3] === 0) {
+        g += 7;
+        continue;
+      }
       if (hasGrain(map, g)) ranges.push([g * grain, Math.min((g + 1) * grain, cap)]);
     }
   }

@@ -137,17 +137,29 @@ export class VimClient {
     this.lastCall = Date.now();
   }
 
+  private reloginInFlight: Promise<void> | undefined;
+
+  /** One re-login at a time: concurrent calls that all saw the expiry share it. */
+  private async relogin(): Promise<void> {
+    if (!this.reloginInFlight) {
+      this.relogins++;
+      this.reloginInFlight = this.login().finally(() => (this.reloginInFlight = undefined));
+    }
+    await this.reloginInFlight;
+  }
+
   /** Calls a vim25 method with session recovery. */
   async call(method: string, args: Record<string, VimValue | undefined>): Promise<VimValue | undefined> {
     if (this.closed) throw new VimProtocolError(`${method}: the vSphere client is closed`);
+    const cookie = this.transport.sessionCookie;
     try {
       const r = await this.transport.invoke(method, args);
       this.lastCall = Date.now();
       return r;
     } catch (err) {
       if (!(err instanceof NotAuthenticatedError) || err.propertyPath !== undefined) throw err;
-      await this.login();
-      this.relogins++;
+      // Another call may already have logged in again since this one was sent: then just retry.
+      if (this.reloginInFlight || this.transport.sessionCookie === cookie) await this.relogin();
       try {
         const r = await this.transport.invoke(method, args);
         this.lastCall = Date.now();

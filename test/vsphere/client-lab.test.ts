@@ -121,6 +121,18 @@ describe('sessions', () => {
     t.lab.server.sessionTimeoutMs = 1800_000;
   });
 
+  test('concurrent calls that all see the expiry share one re-login', async () => {
+    const client = await t.connect();
+    const web = await vm('web01');
+    t.lab.expireSessions();
+    const infos = await Promise.all([getVm(client, web), getVm(client, web), getVm(client, web)]);
+    assert.deepEqual(
+      infos.map((i) => i.name),
+      ['web01', 'web01', 'web01'],
+    );
+    assert.equal(client.relogins, 1);
+  });
+
   test('a session rejected again right after re-login fails clearly', async () => {
     const client = await t.connect();
     const web = await vm('web01');
