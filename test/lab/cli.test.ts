@@ -5,6 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
+import { VimClient } from '../../src/vsphere/client.js';
+import { RestrictedVersionError } from '../../src/vsphere/errors.js';
+import { findVmByPath } from '../../src/vsphere/inventory.js';
+import { createSnapshot } from '../../src/vsphere/snapshots.js';
 
 const cli = new URL('../../src/cli/main.js', import.meta.url).pathname;
 
@@ -75,6 +79,40 @@ test('vbproxy lab runs a lab, prints where its secrets are, and takes guest writ
       readFileSync(join(root, 'datastores', 'ds1', 'vm1', 'vm1-ctk.vmdk'), 'utf8'),
       /\nw 4096 1024\n$/,
     );
+
+    const rule = JSON.stringify({
+      method: 'CreateSnapshot_Task',
+      action: 'fault',
+      fault: 'RestrictedVersion',
+      object: 'vm1',
+    });
+    const f = spawnSync(process.execPath, [cli, 'lab', '--dir', root, 'fault', '--rule', rule], {
+      encoding: 'utf8',
+    });
+    assert.equal(f.status, 0, f.stderr);
+    const ep = JSON.parse(readFileSync(join(root, 'state', 'endpoint.json'), 'utf8')) as {
+      url: string;
+      username: string;
+      fingerprint256: string;
+    };
+    const client = await VimClient.connect({ ...ep, password });
+    try {
+      const vm1 = await findVmByPath(client, 'dc1/vm/vm1');
+      await assert.rejects(
+        createSnapshot(client, vm1, { name: 's', description: '', quiesce: false }),
+        RestrictedVersionError,
+      );
+      const s = await createSnapshot(client, vm1, { name: 's', description: '', quiesce: false });
+      const before = s.disks[0]!.changeId!;
+      const r = spawnSync(process.execPath, [cli, 'lab', '--dir', root, 'cbt-reset', '--vm', 'vm1'], {
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const s2 = await createSnapshot(client, vm1, { name: 's2', description: '', quiesce: false });
+      assert.notEqual(s2.disks[0]!.changeId!.split('/')[0], before.split('/')[0]);
+    } finally {
+      await client.close();
+    }
 
     const bad = spawnSync(
       process.execPath,
