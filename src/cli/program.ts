@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { version } from '../version.js';
 import { registerSurfaceCommands } from './surface.js';
+import { labCommand } from './lab.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -10,5 +11,6 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerSurfaceCommands(program);
+  program.addCommand(labCommand());
   return program;
 }

@@ -1,0 +1,1244 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { arrayOf, moref, typed, type MoRef, type VimObject, type VimValue } from '../vsphere/wire/values.js';
+import {
+  createAttachRecord,
+  deleteAttachRecord,
+  listAllAttachRecords,
+  listAttachRecords,
+  SlotTakenError,
+  type AttachRecord,
+} from './attach.js';
+import { writeDiskContent } from './content.js';
+import {
+  appendEpoch,
+  appendWrite,
+  changesBetween,
+  readJournal,
+  resetJournal,
+  UnknownChangeIdError,
+} from './ctk.js';
+import type { LabDefinition, LabVmDefinition } from './definition.js';
+import { LabFault } from './fault.js';
+import {
+  allocatedAreas,
+  backingUuid,
+  capacityBytes,
+  createBaseDisk,
+  createDelta,
+  ddbValue,
+  grainSize,
+  mergeIntoParent,
+  newDdbUuid,
+  readChain,
+  readDescriptor,
+  readView,
+  reparent,
+  setChangeTrackPath,
+  writeTop,
+  type ChainLink,
+} from './vmdk.js';
+
+/** The lab's inventory and the vim25 semantics of every operation (docs/lab.md 2-4 and 6). */
+
+interface DiskState {
+  key: number;
+  controllerKey: number;
+  unitNumber: number;
+  capacity: number;
+  label: string;
+  /** Base disk `[ds] vm/vm.vmdk`. */
+  base: string;
+  /** Current topmost file (what the VM writes to). */
+  top: string;
+}
+
+interface SnapDisk {
+  key: number;
+  /** The file that was topmost when the snapshot was taken (frozen since). */
+  frozen: string;
+  /** The delta created on top of it by this snapshot. */
+  delta: string;
+  changeId: string | undefined;
+}
+
+interface SnapState {
+  moref: string;
+  id: number;
+  name: string;
+  description: string;
+  createTime: string;
+  quiesced: boolean;
+  state: string;
+  parent: string | undefined;
+  disks: SnapDisk[];
+}
+
+interface VmState {
+  moref: string;
+  name: string;
+  host: string;
+  datastore: string;
+  biosUuid: string;
+  instanceUuid: string;
+  powerState: string;
+  template: boolean;
+  tools: boolean;
+  proxy: boolean;
+  cbtEnabled: boolean;
+  cbtPendingStun: boolean;
+  controllers: { key: number; type: string; busNumber: number }[];
+  disks: DiskState[];
+  extraConfig: [string, string][];
+  snapshots: SnapState[];
+  currentSnapshot: string | undefined;
+  pendingMerges: { child: string; parent: string }[];
+}
+
+interface HostState {
+  moref: string;
+  name: string;
+  datastores: string[];
+  license: 'licensed' | 'free';
+  uuid: string;
+}
+
+interface DatastoreState {
+  moref: string;
+  name: string;
+  capacity: number;
+}
+
+interface WorldState {
+  version: 1;
+  next: number;
+  instanceUuid: string;
+  datacenter: { moref: string; name: string };
+  hosts: HostState[];
+  datastores: DatastoreState[];
+  vms: VmState[];
+}
+
+export interface TaskState {
+  moref: string;
+  descriptionId: string;
+  entity: MoRef | undefined;
+  entityName: string | undefined;
+  state: 'queued' | 'running' | 'success' | 'error';
+  progress: number | undefined;
+  error: LabFault | undefined;
+  result: VimValue | undefined;
+  queueTime: string;
+  startTime: string | undefined;
+  completeTime: string | undefined;
+  eventChainId: number;
+}
+
+export const HOTADD_CONTROLLER = 1001;
+
+/** Options of a QueryChangedDiskAreas window. */
+export interface CbtWindowing {
+  readonly maxWindow: number;
+  readonly seed: number | undefined;
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class LabWorld {
+  private state!: WorldState;
+  readonly tasks = new Map<string, TaskState>();
+  private readonly busy = new Map<string, string>();
+  private random: () => number;
+  private cbtWindow: CbtWindowing;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
+  /** How long tasks run (from the definition; tests may change it). */
+  taskDurationMs: number;
+
+  constructor(
+    readonly root: string,
+    readonly def: LabDefinition,
+  ) {
+    this.random = mulberry32(def.cbtWindowSeed ?? 1);
+    this.cbtWindow = { maxWindow: def.cbtWindowBytes, seed: def.cbtWindowSeed };
+    this.taskDurationMs = def.taskDurationMs;
+  }
+
+  /** Changes how QueryChangedDiskAreas windows are sized (tests: random windows per seed). */
+  setCbtWindowing(w: CbtWindowing): void {
+    this.cbtWindow = w;
+    this.random = mulberry32(w.seed ?? 1);
+  }
+
+  // --- Construction and persistence ----------------------------------------------------------
+
+  private get statePath(): string {
+    return join(this.root, 'state', 'inventory.json');
+  }
+
+  /** Loads the saved inventory, or builds it (and the disk files) from the definition. */
+  async open(): Promise<void> {
+    mkdirSync(join(this.root, 'state'), { recursive: true, mode: 0o700 });
+    if (existsSync(this.statePath)) {
+      this.state = JSON.parse(readFileSync(this.statePath, 'utf8')) as WorldState;
+      return;
+    }
+    await this.build();
+    this.save();
+  }
+
+  /** Stops pending task timers; later saves are skipped. */
+  close(): void {
+    this.save();
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private timer(fn: () => void, ms: number): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+
+  save(): void {
+    if (this.closed) return;
+    const tmp = `${this.statePath}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
+    renameSync(tmp, this.statePath);
+  }
+
+  private id(prefix: string): string {
+    return `${prefix}-${this.state.next++}`;
+  }
+
+  private async build(): Promise<void> {
+    const def = this.def;
+    this.state = {
+      version: 1,
+      next: 10,
+      instanceUuid: randomUUID(),
+      datacenter: { moref: 'datacenter-2', name: def.datacenter },
+      hosts: [],
+      datastores: [],
+      vms: [],
+    };
+    for (const d of def.datastores) {
+      this.state.datastores.push({
+        moref: this.id('datastore'),
+        name: d.name,
+        capacity: d.capacityGiB * 1024 ** 3,
+      });
+      mkdirSync(join(this.root, 'datastores', d.name), { recursive: true });
+    }
+    for (const h of def.hosts) {
+      const names = h.datastores ?? def.datastores.map((d) => d.name);
+      this.state.hosts.push({
+        moref: this.id('host'),
+        name: h.name,
+        datastores: names.map((n) => this.dsByName(n).moref),
+        license: h.license,
+        uuid: randomUUID(),
+      });
+    }
+    for (const vm of def.vms) await this.addVm(vm, false);
+    for (const vm of def.proxies) await this.addVm(vm, true);
+  }
+
+  private async addVm(v: LabVmDefinition, proxy: boolean): Promise<void> {
+    const host = v.host ? this.state.hosts.find((h) => h.name === v.host)! : this.state.hosts[0]!;
+    const dsName =
+      v.datastore ??
+      this.state.datastores.find((d) => host.datastores.includes(d.moref))?.name ??
+      this.state.datastores[0]!.name;
+    const ds = this.dsByName(dsName);
+    const vm: VmState = {
+      moref: this.id('vm'),
+      name: v.name,
+      host: host.moref,
+      datastore: ds.moref,
+      biosUuid: (v.biosUuid ?? randomUUID()).toLowerCase(),
+      instanceUuid: (v.instanceUuid ?? randomUUID()).toLowerCase(),
+      powerState: v.powerState,
+      template: v.template,
+      tools: v.tools,
+      proxy,
+      cbtEnabled: false,
+      cbtPendingStun: false,
+      controllers: [{ key: 1000, type: 'VirtualLsiLogicController', busNumber: 0 }],
+      disks: [],
+      extraConfig: [],
+      snapshots: [],
+      currentSnapshot: undefined,
+      pendingMerges: [],
+    };
+    if (proxy) {
+      vm.controllers.push({ key: HOTADD_CONTROLLER, type: 'ParaVirtualSCSIController', busNumber: 1 });
+      vm.extraConfig.push(['disk.EnableUUID', 'TRUE']);
+    }
+    for (const d of v.disks) {
+      if (!vm.controllers.some((c) => c.key === d.controllerKey)) {
+        vm.controllers.push({
+          key: d.controllerKey,
+          type: 'VirtualLsiLogicController',
+          busNumber: d.controllerKey - 1000,
+        });
+      }
+    }
+    const folder = join(this.root, 'datastores', ds.name, v.name);
+    mkdirSync(folder, { recursive: true });
+    v.disks.forEach((d, i) => {
+      const used = new Set(
+        vm.disks.filter((x) => x.controllerKey === d.controllerKey).map((x) => x.unitNumber),
+      );
+      let unit = d.unitNumber;
+      if (unit === undefined) {
+        unit = 0;
+        while (used.has(unit) || unit === 7) unit++;
+      }
+      const stem = i === 0 ? v.name : `${v.name}_${i}`;
+      const capacity = Math.round(d.sizeMiB * 1024 * 1024);
+      createBaseDisk(join(folder, `${stem}.vmdk`), capacity, { uuid: newDdbUuid() });
+      const dsPath = `[${ds.name}] ${v.name}/${stem}.vmdk`;
+      vm.disks.push({
+        key: 2000 + (d.controllerKey - 1000) * 16 + unit,
+        controllerKey: d.controllerKey,
+        unitNumber: unit,
+        capacity,
+        label: `Hard disk ${i + 1}`,
+        base: dsPath,
+        top: dsPath,
+      });
+    });
+    for (const [i, d] of v.disks.entries()) {
+      if (d.content) {
+        const disk = vm.disks[i]!;
+        const desc = readDescriptor(this.fsPath(disk.base));
+        await writeDiskContent(join(folder, desc.extentFile), {
+          sizeBytes: disk.capacity,
+          seed: d.content.seed,
+          template: d.content.template,
+        });
+      }
+    }
+    this.state.vms.push(vm);
+    if (v.cbt) {
+      vm.cbtEnabled = true;
+      this.activateCbt(vm);
+    }
+  }
+
+  // --- Lookups --------------------------------------------------------------------------------
+
+  dsByName(name: string): DatastoreState {
+    const d = this.state.datastores.find((x) => x.name === name);
+    if (!d) throw new LabFault('NotFound', `datastore ${name} does not exist`);
+    return d;
+  }
+
+  /** `[ds1] a/b.vmdk` -> `<root>/datastores/ds1/a/b.vmdk`. */
+  fsPath(dsPath: string): string {
+    const m = /^\[([^\]]+)\]\s*(.*)$/.exec(dsPath);
+    if (!m)
+      throw new LabFault('InvalidArgument', `${dsPath} is not a datastore path`, {
+        invalidProperty: 'fileName',
+      });
+    return join(this.root, 'datastores', m[1]!, m[2]!);
+  }
+
+  dsPathOf(fsPath: string): string {
+    const rel = fsPath.slice(join(this.root, 'datastores').length + 1);
+    const i = rel.indexOf('/');
+    return `[${rel.slice(0, i)}] ${rel.slice(i + 1)}`;
+  }
+
+  private readonly resolveDs = (p: string): string => this.fsPath(p);
+
+  chainOf(dsPath: string): ChainLink[] {
+    return readChain(this.fsPath(dsPath), this.resolveDs);
+  }
+
+  get vms(): readonly VmState[] {
+    return this.state.vms;
+  }
+  get hosts(): readonly HostState[] {
+    return this.state.hosts;
+  }
+  get datastores(): readonly DatastoreState[] {
+    return this.state.datastores;
+  }
+  get datacenter(): { moref: string; name: string } {
+    return this.state.datacenter;
+  }
+  get instanceUuid(): string {
+    return this.state.instanceUuid;
+  }
+
+  vm(ref: string): VmState {
+    const vm = this.state.vms.find((v) => v.moref === ref);
+    if (!vm) throw this.notFound('VirtualMachine', ref);
+    return vm;
+  }
+
+  /** A VM by moref or by name (the guest-write interface accepts both). */
+  vmByRefOrName(id: string): VmState {
+    const vm = this.state.vms.find((v) => v.moref === id || v.name === id);
+    if (!vm) throw new LabFault('NotFound', `no VM ${id} in the lab`);
+    return vm;
+  }
+
+  snapshot(ref: string): { vm: VmState; snap: SnapState } {
+    for (const vm of this.state.vms) {
+      const snap = vm.snapshots.find((s) => s.moref === ref);
+      if (snap) return { vm, snap };
+    }
+    throw this.notFound('VirtualMachineSnapshot', ref);
+  }
+
+  notFound(type: string, value: string): LabFault {
+    return new LabFault(
+      'ManagedObjectNotFound',
+      `The object '${type}:${value}' has already been deleted or has not been completely created`,
+      {
+        obj: moref(type, value),
+      },
+    );
+  }
+
+  host(ref: string): HostState {
+    const h = this.state.hosts.find((x) => x.moref === ref);
+    if (!h) throw this.notFound('HostSystem', ref);
+    return h;
+  }
+
+  datastore(ref: string): DatastoreState {
+    const d = this.state.datastores.find((x) => x.moref === ref);
+    if (!d) throw this.notFound('Datastore', ref);
+    return d;
+  }
+
+  // --- CBT ------------------------------------------------------------------------------------
+
+  private ctkName(disk: DiskState): string {
+    return `${basename(disk.base, '.vmdk')}-ctk.vmdk`;
+  }
+
+  private ctkPath(disk: DiskState): string {
+    return join(dirname(this.fsPath(disk.base)), this.ctkName(disk));
+  }
+
+  /** Creates the journals (if missing) and names them in every file of every disk chain. */
+  private activateCbt(vm: VmState): void {
+    for (const disk of vm.disks) {
+      const ctk = this.ctkPath(disk);
+      if (!existsSync(ctk)) resetJournal(ctk);
+      for (const link of this.chainOf(disk.top)) {
+        if (link.d.changeTrackPath !== this.ctkName(disk)) setChangeTrackPath(link.path, this.ctkName(disk));
+      }
+    }
+    vm.cbtPendingStun = false;
+  }
+
+  private deactivateCbt(vm: VmState): void {
+    for (const disk of vm.disks) {
+      for (const link of this.chainOf(disk.top)) setChangeTrackPath(link.path, undefined);
+      const ctk = this.ctkPath(disk);
+      if (existsSync(ctk)) unlinkSync(ctk);
+    }
+    vm.cbtPendingStun = false;
+  }
+
+  /** CBT reset: new journal uuid, `epoch 1`; earlier changeIds become unknown. */
+  resetCbt(vmId: string): void {
+    const vm = this.vmByRefOrName(vmId);
+    for (const disk of vm.disks) {
+      if (existsSync(this.ctkPath(disk))) resetJournal(this.ctkPath(disk));
+    }
+  }
+
+  private cbtActive(disk: DiskState): boolean {
+    return (
+      existsSync(this.ctkPath(disk)) && readDescriptor(this.fsPath(disk.top)).changeTrackPath !== undefined
+    );
+  }
+
+  /** The live changeId of a disk: `<uuid>/<last epoch>` once the journal exists. */
+  liveChangeId(disk: DiskState): string | undefined {
+    if (!this.cbtActive(disk)) return undefined;
+    const j = readJournal(this.ctkPath(disk));
+    return `${j.uuid}/${j.epochs[j.epochs.length - 1] ?? 1}`;
+  }
+
+  // --- Guest writes ---------------------------------------------------------------------------
+
+  /** Writes guest data to the VM's topmost disk file and appends the CBT `w` line. */
+  guestWrite(vmId: string, diskKey: number, offset: number, data: Buffer): void {
+    const vm = this.vmByRefOrName(vmId);
+    const disk = vm.disks.find((d) => d.key === diskKey);
+    if (!disk)
+      throw new LabFault('InvalidArgument', `VM ${vm.name} has no disk ${diskKey}`, {
+        invalidProperty: 'deviceKey',
+      });
+    if (offset < 0 || offset + data.length > disk.capacity) {
+      throw new LabFault(
+        'InvalidArgument',
+        `write ${offset}+${data.length} is outside disk ${diskKey} of ${vm.name} (${disk.capacity} bytes)`,
+        {
+          invalidProperty: 'offset',
+        },
+      );
+    }
+    const chain = this.chainOf(disk.top);
+    writeTop(chain, offset, data);
+    const top = chain[0]!;
+    if (top.d.changeTrackPath)
+      appendWrite(join(dirname(top.path), top.d.changeTrackPath), offset, data.length);
+  }
+
+  /** Reads the current content of a VM disk (or of a snapshot's view of it). */
+  readDisk(vmId: string, diskKey: number, offset: number, length: number, snapshotRef?: string): Buffer {
+    const vm = this.vmByRefOrName(vmId);
+    const disk = vm.disks.find((d) => d.key === diskKey);
+    if (!disk) throw new LabFault('InvalidArgument', `VM ${vm.name} has no disk ${diskKey}`);
+    let file = disk.top;
+    if (snapshotRef) {
+      const sd = vm.snapshots.find((s) => s.moref === snapshotRef)?.disks.find((d) => d.key === diskKey);
+      if (!sd) throw this.notFound('VirtualMachineSnapshot', snapshotRef);
+      file = sd.frozen;
+    }
+    return readView(this.chainOf(file), offset, length);
+  }
+
+  // --- Locks and attach records ---------------------------------------------------------------
+
+  /** Files locked by attach records: each record's file and everything below it. */
+  lockedFiles(): Set<string> {
+    const locked = new Set<string>();
+    for (const r of listAllAttachRecords(this.root)) {
+      try {
+        for (const l of this.chainOf(r.fileName)) locked.add(l.path);
+      } catch {
+        // A record naming a missing file locks nothing.
+      }
+    }
+    return locked;
+  }
+
+  attachRecords(vm: VmState): AttachRecord[] {
+    return listAttachRecords(this.root, vm.moref);
+  }
+
+  // --- Busy objects and tasks -----------------------------------------------------------------
+
+  checkWritable(vm: VmState): void {
+    const host = this.host(vm.host);
+    if (host.license === 'free') {
+      throw new LabFault(
+        'RestrictedVersion',
+        'Current license or ESXi version prohibits execution of the requested operation.',
+      );
+    }
+    const running = this.busy.get(vm.moref);
+    if (running) {
+      throw new LabFault(
+        'TaskInProgress',
+        `The operation is not allowed in the current state: task ${running} is running on ${vm.name}.`,
+        {
+          task: moref('Task', running),
+        },
+      );
+    }
+  }
+
+  /** Starts a task on `vm` that runs `action` after the configured duration, reporting progress. */
+  startTask(
+    descriptionId: string,
+    vm: VmState,
+    action: () => VimValue | undefined,
+    failWith?: LabFault,
+  ): MoRef {
+    this.checkWritable(vm);
+    const ref = this.id('task');
+    const now = new Date().toISOString();
+    const task: TaskState = {
+      moref: ref,
+      descriptionId,
+      entity: moref('VirtualMachine', vm.moref),
+      entityName: vm.name,
+      state: 'running',
+      progress: 0,
+      error: undefined,
+      result: undefined,
+      queueTime: now,
+      startTime: now,
+      completeTime: undefined,
+      eventChainId: this.state.next++,
+    };
+    this.tasks.set(ref, task);
+    this.busy.set(vm.moref, ref);
+    const duration = this.taskDurationMs;
+    const steps = duration > 0 ? 4 : 0;
+    for (let i = 1; i < steps; i++) {
+      this.timer(
+        () => {
+          if (task.state === 'running') task.progress = i * 25;
+        },
+        (duration * i) / steps,
+      );
+    }
+    const finish = (): void => {
+      try {
+        if (failWith) throw failWith;
+        task.result = action();
+        task.state = 'success';
+        task.progress = 100;
+      } catch (err) {
+        task.state = 'error';
+        task.error =
+          err instanceof LabFault
+            ? err
+            : new LabFault('SystemError', (err as Error).message, { reason: (err as Error).message });
+        task.progress = undefined;
+      } finally {
+        task.completeTime = new Date().toISOString();
+        this.busy.delete(vm.moref);
+        this.save();
+      }
+    };
+    this.timer(finish, duration);
+    if (this.tasks.size > 20000) {
+      for (const [k, t] of this.tasks) {
+        if (t.state === 'success' || t.state === 'error') this.tasks.delete(k);
+        if (this.tasks.size <= 10000) break;
+      }
+    }
+    return moref('Task', ref);
+  }
+
+  // --- Snapshots ------------------------------------------------------------------------------
+
+  private nextDeltaName(disk: DiskState): string {
+    const base = this.fsPath(disk.base);
+    const stem = basename(base, '.vmdk');
+    for (let n = 1; ; n++) {
+      const p = join(dirname(base), `${stem}-${String(n).padStart(6, '0')}.vmdk`);
+      if (!existsSync(p)) return p;
+    }
+  }
+
+  createSnapshot(
+    vmRef: string,
+    name: string,
+    description: string,
+    memory: boolean,
+    quiesce: boolean,
+    failWith?: LabFault,
+  ): MoRef {
+    const vm = this.vm(vmRef);
+    if (vm.template)
+      throw new LabFault('InvalidState', `VM ${vm.name} is a template and cannot be snapshotted.`);
+    let fail = failWith;
+    if (!fail && quiesce && vm.powerState === 'poweredOn' && !vm.tools) {
+      fail = new LabFault(
+        'ToolsUnavailable',
+        `Cannot quiesce this virtual machine because VMware Tools is not currently available.`,
+      );
+    }
+    return this.startTask(
+      'VirtualMachine.createSnapshot',
+      vm,
+      () => {
+        if (vm.cbtEnabled && vm.cbtPendingStun) this.activateCbt(vm);
+        const snapRef = this.id('snapshot');
+        const disks: SnapDisk[] = [];
+        for (const disk of vm.disks) {
+          let changeId: string | undefined;
+          if (this.cbtActive(disk)) {
+            const epoch = appendEpoch(this.ctkPath(disk));
+            changeId = `${readJournal(this.ctkPath(disk)).uuid}/${epoch}`;
+          }
+          const deltaPath = this.nextDeltaName(disk);
+          createDelta(deltaPath, this.fsPath(disk.top));
+          const frozen = disk.top;
+          disk.top = this.dsPathOf(deltaPath);
+          disks.push({ key: disk.key, frozen, delta: disk.top, changeId });
+        }
+        vm.snapshots.push({
+          moref: snapRef,
+          id: vm.snapshots.reduce((m, s) => Math.max(m, s.id), 0) + 1,
+          name,
+          description,
+          createTime: new Date().toISOString(),
+          quiesced: quiesce && vm.powerState === 'poweredOn' && vm.tools,
+          state: memory && vm.powerState === 'poweredOn' ? 'poweredOn' : 'poweredOff',
+          parent: vm.currentSnapshot,
+          disks,
+        });
+        vm.currentSnapshot = snapRef;
+        return moref('VirtualMachineSnapshot', snapRef);
+      },
+      fail,
+    );
+  }
+
+  removeSnapshot(snapRef: string, removeChildren: boolean, consolidate: boolean, failWith?: LabFault): MoRef {
+    const { vm } = this.snapshot(snapRef);
+    return this.startTask(
+      'VirtualMachine.removeSnapshot',
+      vm,
+      () => {
+        const { snap } = this.snapshot(snapRef);
+        const victims = removeChildren ? this.descendants(vm, snap).reverse() : [];
+        for (const v of victims) this.removeOne(vm, v, consolidate);
+        this.removeOne(vm, snap, consolidate);
+        return undefined;
+      },
+      failWith,
+    );
+  }
+
+  private descendants(vm: VmState, snap: SnapState): SnapState[] {
+    const out: SnapState[] = [];
+    const visit = (s: SnapState): void => {
+      for (const c of vm.snapshots.filter((x) => x.parent === s.moref)) {
+        out.push(c);
+        visit(c);
+      }
+    };
+    visit(snap);
+    return out;
+  }
+
+  private removeOne(vm: VmState, snap: SnapState, consolidate: boolean): void {
+    for (const c of vm.snapshots) if (c.parent === snap.moref) c.parent = snap.parent;
+    if (vm.currentSnapshot === snap.moref) vm.currentSnapshot = snap.parent;
+    vm.snapshots = vm.snapshots.filter((s) => s !== snap);
+    for (const d of snap.disks) {
+      vm.pendingMerges.push({ child: d.delta, parent: d.frozen });
+    }
+    if (consolidate) this.consolidate(vm, false);
+  }
+
+  /**
+   * Performs pending merges whose files are not locked. With `strict`, a locked file fails the
+   * whole call with FileLocked (ConsolidateVMDisks_Task); otherwise it stays pending.
+   */
+  private consolidate(vm: VmState, strict: boolean): void {
+    const locked = this.lockedFiles();
+    const remaining: { child: string; parent: string }[] = [];
+    for (const m of vm.pendingMerges) {
+      const child = this.fsPath(m.child);
+      const parent = this.fsPath(m.parent);
+      if (locked.has(child) || locked.has(parent)) {
+        if (strict) {
+          throw new LabFault(
+            'FileLocked',
+            `Unable to access file ${locked.has(parent) ? m.parent : m.child} since it is locked`,
+            {
+              file: locked.has(parent) ? m.parent : m.child,
+            },
+          );
+        }
+        remaining.push(m);
+        continue;
+      }
+      this.mergeFiles(vm, m.child, m.parent);
+    }
+    vm.pendingMerges = remaining;
+  }
+
+  private mergeFiles(vm: VmState, child: string, parent: string): void {
+    const childFs = this.fsPath(child);
+    // The file whose parent is `child` (the VM's top chain is linear): re-point it to `parent`.
+    let grandchild: string | undefined;
+    for (const disk of vm.disks) {
+      const chain = this.chainOf(disk.top);
+      const i = chain.findIndex((l) => l.path === childFs);
+      if (i > 0) grandchild = chain[i - 1]!.path;
+    }
+    mergeIntoParent(childFs, this.resolveDs);
+    if (grandchild) reparent(grandchild, this.fsPath(parent));
+    const rename = (p: string): string => (p === child ? parent : p);
+    for (const disk of vm.disks) disk.top = rename(disk.top);
+    for (const s of vm.snapshots) {
+      for (const d of s.disks) {
+        d.frozen = rename(d.frozen);
+        d.delta = rename(d.delta);
+      }
+    }
+    for (const m of vm.pendingMerges) {
+      m.child = rename(m.child);
+      m.parent = rename(m.parent);
+    }
+  }
+
+  consolidateTask(vmRef: string, failWith?: LabFault): MoRef {
+    const vm = this.vm(vmRef);
+    return this.startTask(
+      'VirtualMachine.consolidateDisks',
+      vm,
+      () => {
+        this.consolidate(vm, true);
+        return undefined;
+      },
+      failWith,
+    );
+  }
+
+  consolidationNeeded(vm: VmState): boolean {
+    return vm.pendingMerges.length > 0;
+  }
+
+  // --- QueryChangedDiskAreas ------------------------------------------------------------------
+
+  queryChangedDiskAreas(
+    vmRef: string,
+    snapRef: string | undefined,
+    deviceKey: number,
+    startOffset: number,
+    changeId: string,
+  ): VimObject {
+    const vm = this.vm(vmRef);
+    let file: string;
+    let toChangeId: string | undefined;
+    const disk = vm.disks.find((d) => d.key === deviceKey);
+    if (snapRef) {
+      const snap = vm.snapshots.find((s) => s.moref === snapRef);
+      if (!snap) throw this.notFound('VirtualMachineSnapshot', snapRef);
+      const sd = snap.disks.find((d) => d.key === deviceKey);
+      if (!sd)
+        throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', {
+          invalidProperty: 'deviceKey',
+        });
+      file = sd.frozen;
+      toChangeId = sd.changeId;
+    } else {
+      if (!disk)
+        throw new LabFault('InvalidArgument', 'A specified parameter was not correct: deviceKey', {
+          invalidProperty: 'deviceKey',
+        });
+      if (vm.powerState !== 'poweredOff') {
+        throw new LabFault(
+          'InvalidPowerState',
+          `QueryChangedDiskAreas without a snapshot needs ${vm.name} powered off.`,
+          {
+            requestedState: typed('VirtualMachinePowerState', 'poweredOff'),
+            existingState: typed('VirtualMachinePowerState', vm.powerState),
+          },
+        );
+      }
+      file = disk.top;
+      toChangeId = this.liveChangeId(disk);
+    }
+    const chain = this.chainOf(file);
+    const cap = capacityBytes(chain[0]!.d);
+    if (!Number.isSafeInteger(startOffset) || startOffset < 0 || startOffset >= cap) {
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: startOffset', {
+        invalidProperty: 'startOffset',
+      });
+    }
+    const max = this.cbtWindow.maxWindow;
+    const size =
+      this.cbtWindow.seed === undefined ? max : Math.max(512, Math.floor((this.random() * max) / 512) * 512);
+    const end = Math.min(cap, startOffset + size);
+    let ranges: [number, number][];
+    if (changeId === '*') {
+      ranges = allocatedAreas(chain);
+    } else {
+      const ctk = chain[0]!.d.changeTrackPath;
+      if (!ctk || !toChangeId) {
+        throw new LabFault('FileFault', `Change tracking is not active on disk ${deviceKey} of ${vm.name}.`, {
+          file,
+          faultMessage: [
+            {
+              _type: 'LocalizableMessage',
+              key: 'vim.hostd.vmsvc.cbt.noTrack',
+              message: 'Change tracking is not active',
+            },
+          ],
+        });
+      }
+      const m = /^(.*)\/(\d+)$/.exec(changeId);
+      const t = /^(.*)\/(\d+)$/.exec(toChangeId);
+      try {
+        if (!m || !t) throw new UnknownChangeIdError(`${changeId} is not a changeId`);
+        ranges = changesBetween(
+          readJournal(join(dirname(chain[0]!.path), ctk)),
+          m[1]!,
+          Number(m[2]),
+          Number(t[2]),
+        );
+      } catch (err) {
+        if (!(err instanceof UnknownChangeIdError)) throw err;
+        throw new LabFault(
+          'FileFault',
+          `Error caused by file ${file}: cannot get changes for changeId ${changeId}: ${err.message}`,
+          {
+            file,
+            faultMessage: [
+              {
+                _type: 'LocalizableMessage',
+                key: 'vim.hostd.vmsvc.cbt.cannotGetChanges',
+                message: 'Cannot compute changes for this changeId',
+              },
+            ],
+          },
+        );
+      }
+    }
+    const changedArea: VimObject[] = [];
+    for (const [s, e] of ranges) {
+      const cs = Math.max(s, startOffset);
+      const ce = Math.min(e, end);
+      if (ce > cs) changedArea.push({ _type: 'DiskChangeExtent', start: cs, length: ce - cs });
+    }
+    return { _type: 'DiskChangeInfo', startOffset, length: end - startOffset, changedArea };
+  }
+
+  // --- Reconfigure ----------------------------------------------------------------------------
+
+  reconfigure(vmRef: string, spec: VimObject, failWith?: LabFault): MoRef {
+    const vm = this.vm(vmRef);
+    // Validate synchronously what vCenter validates before creating the task.
+    const changes = (spec.deviceChange as VimObject[] | undefined) ?? [];
+    for (const [i, c] of changes.entries()) {
+      const dev = c.device as VimObject;
+      if (dev._type !== 'VirtualDisk') {
+        throw new LabFault(
+          'NotSupported',
+          `the lab only adds and removes VirtualDisk devices (deviceChange[${i}] is ${dev._type})`,
+        );
+      }
+      if (c.fileOperation !== undefined) {
+        throw new LabFault(
+          'InvalidDeviceSpec',
+          `the lab neither creates nor destroys disk files through ReconfigVM (fileOperation=${String(c.fileOperation)})`,
+          {
+            deviceIndex: i,
+            property: 'fileOperation',
+          },
+        );
+      }
+    }
+    return this.startTask(
+      'VirtualMachine.reconfigure',
+      vm,
+      () => {
+        for (const [i, c] of changes.entries()) {
+          if (c.operation === 'add') this.addDisk(vm, c.device as VimObject, i);
+          else if (c.operation === 'remove') this.removeDisk(vm, c.device as VimObject, i);
+          else
+            throw new LabFault(
+              'InvalidDeviceSpec',
+              `operation ${String(c.operation)} is not supported by the lab`,
+              { deviceIndex: i },
+            );
+        }
+        for (const ov of (spec.extraConfig as VimObject[] | undefined) ?? []) {
+          const key = String(ov.key);
+          const value = ov.value === undefined ? '' : String(ov.value);
+          vm.extraConfig = vm.extraConfig.filter(([k]) => k !== key);
+          if (value !== '') vm.extraConfig.push([key, value]);
+        }
+        if (spec.changeTrackingEnabled === true && !vm.cbtEnabled) {
+          vm.cbtEnabled = true;
+          if (vm.powerState === 'poweredOff') this.activateCbt(vm);
+          else vm.cbtPendingStun = true;
+        } else if (spec.changeTrackingEnabled === false && vm.cbtEnabled) {
+          vm.cbtEnabled = false;
+          this.deactivateCbt(vm);
+        }
+        return undefined;
+      },
+      failWith,
+    );
+  }
+
+  private addDisk(vm: VmState, dev: VimObject, index: number): void {
+    const backing = (dev.backing ?? {}) as VimObject;
+    const fileName = typeof backing.fileName === 'string' ? backing.fileName : '';
+    const fs = this.fsPath(fileName);
+    if (!existsSync(fs))
+      throw new LabFault('FileNotFound', `File ${fileName} was not found`, { file: fileName });
+    const ck = typeof dev.controllerKey === 'number' ? dev.controllerKey : -1;
+    if (!vm.controllers.some((c) => c.key === ck)) {
+      throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no controller ${ck}`, {
+        deviceIndex: index,
+        property: 'device.controllerKey',
+      });
+    }
+    const taken = new Set<number>([
+      ...vm.disks.filter((d) => d.controllerKey === ck).map((d) => d.unitNumber),
+      ...this.attachRecords(vm)
+        .filter((r) => r.controllerKey === ck)
+        .map((r) => r.unitNumber),
+      7,
+    ]);
+    let unit = typeof dev.unitNumber === 'number' ? dev.unitNumber : undefined;
+    if (unit === undefined) {
+      unit = 0;
+      while (taken.has(unit)) unit++;
+    }
+    if (taken.has(unit) || unit > 15) {
+      throw new LabFault('InvalidDeviceSpec', `unit ${unit} of controller ${ck} on ${vm.name} is not free`, {
+        deviceIndex: index,
+        property: 'device.unitNumber',
+      });
+    }
+    const diskMode = typeof backing.diskMode === 'string' ? backing.diskMode : 'persistent';
+    if (diskMode === 'persistent' || diskMode === 'independent_persistent') {
+      for (const other of this.state.vms) {
+        if (other === vm) continue;
+        for (const d of other.disks) {
+          if (this.chainOf(d.top).some((l) => l.path === fs)) {
+            throw new LabFault('FileLocked', `Unable to access file ${fileName} since it is locked`, {
+              file: fileName,
+            });
+          }
+        }
+      }
+    }
+    const desc = readDescriptor(fs);
+    try {
+      createAttachRecord(this.root, {
+        vm: vm.moref,
+        controllerKey: ck,
+        unitNumber: unit,
+        fileName,
+        diskUuid: ddbValue(desc, 'uuid') ?? '',
+        capacityBytes: capacityBytes(desc),
+        diskMode,
+        attachedBy: 'reconfigure',
+        sourceVm: '',
+        snapshot: '',
+        pid: process.pid,
+        connectionId: '',
+      });
+    } catch (err) {
+      if (err instanceof SlotTakenError) {
+        throw new LabFault('InvalidDeviceSpec', err.message, {
+          deviceIndex: index,
+          property: 'device.unitNumber',
+        });
+      }
+      throw err;
+    }
+  }
+
+  private removeDisk(vm: VmState, dev: VimObject, index: number): void {
+    const key = dev.key;
+    const record = this.attachRecords(vm).find((r) => r.deviceKey === key);
+    if (record) {
+      deleteAttachRecord(record);
+      return;
+    }
+    if (vm.disks.some((d) => d.key === key)) {
+      throw new LabFault(
+        'NotSupported',
+        `the lab does not remove a VM's own disk (${String(key)} of ${vm.name})`,
+      );
+    }
+    throw new LabFault('InvalidDeviceSpec', `VM ${vm.name} has no device ${String(key)}`, {
+      deviceIndex: index,
+      property: 'device.key',
+    });
+  }
+
+  // --- Property views -------------------------------------------------------------------------
+
+  private backing(chain: ChainLink[], i: number, diskMode: string, changeId: string | undefined): VimObject {
+    const link = chain[i]!;
+    const fileName = this.dsPathOf(link.path);
+    const dsName = /^\[([^\]]+)\]/.exec(fileName)?.[1] ?? '';
+    const ds = this.state.datastores.find((d) => d.name === dsName);
+    const delta = link.d.createType === 'vmfsSparse';
+    const uuid = ddbValue(link.d, 'uuid');
+    return {
+      _type: 'VirtualDiskFlatVer2BackingInfo',
+      fileName,
+      datastore: ds ? moref('Datastore', ds.moref) : undefined,
+      diskMode,
+      split: false,
+      writeThrough: false,
+      thinProvisioned: true,
+      eagerlyScrub: false,
+      uuid: uuid ? backingUuid(uuid) : undefined,
+      contentId: ddbValue(link.d, 'longContentID'),
+      changeId: i === 0 ? changeId : undefined,
+      parent: i + 1 < chain.length ? this.backing(chain, i + 1, diskMode, undefined) : undefined,
+      deltaDiskFormat: delta ? 'redoLogFormat' : undefined,
+      digestEnabled: false,
+      deltaGrainSize: delta ? grainSize(link.d) : undefined,
+    };
+  }
+
+  private diskDevice(
+    key: number,
+    ck: number,
+    unit: number,
+    label: string,
+    file: string,
+    diskMode: string,
+    changeId: string | undefined,
+  ): VimObject {
+    const chain = this.chainOf(file);
+    const cap = capacityBytes(chain[0]!.d);
+    return {
+      _type: 'VirtualDisk',
+      key,
+      deviceInfo: {
+        _type: 'Description',
+        label,
+        summary: `${Math.floor(cap / 1024).toLocaleString('en-US')} KB`,
+      },
+      backing: this.backing(chain, 0, diskMode, changeId),
+      controllerKey: ck,
+      unitNumber: unit,
+      capacityInKB: Math.floor(cap / 1024),
+      capacityInBytes: cap,
+    };
+  }
+
+  /** `config.hardware.device` of a VM (its disks, attach records shown as disks, controllers). */
+  vmDevices(vm: VmState): VimObject[] {
+    const disks: VimObject[] = vm.disks.map((d) =>
+      this.diskDevice(
+        d.key,
+        d.controllerKey,
+        d.unitNumber,
+        d.label,
+        d.top,
+        'persistent',
+        this.liveChangeId(d),
+      ),
+    );
+    for (const r of this.attachRecords(vm)) {
+      try {
+        disks.push(
+          this.diskDevice(
+            r.deviceKey,
+            r.controllerKey,
+            r.unitNumber,
+            `Hard disk (hot-added ${r.controllerKey}:${r.unitNumber})`,
+            r.fileName,
+            r.diskMode,
+            undefined,
+          ),
+        );
+      } catch {
+        // A record naming a file that is gone shows nothing.
+      }
+    }
+    return [...this.controllerDevices(vm, disks), ...disks];
+  }
+
+  private controllerDevices(vm: VmState, disks: VimObject[]): VimObject[] {
+    return vm.controllers.map((c) => ({
+      _type: c.type,
+      key: c.key,
+      deviceInfo: { _type: 'Description', label: `SCSI controller ${c.busNumber}`, summary: c.type },
+      busNumber: c.busNumber,
+      device: disks.filter((d) => d.controllerKey === c.key).map((d) => d.key as number),
+      hotAddRemove: true,
+      sharedBus: 'noSharing',
+      scsiCtlrUnitNumber: 7,
+    }));
+  }
+
+  /** `config.hardware.device` of a snapshot: the frozen files and their changeIds. */
+  snapshotDevices(vm: VmState, snap: SnapState): VimObject[] {
+    const disks = snap.disks.map((sd) => {
+      const d = vm.disks.find((x) => x.key === sd.key)!;
+      return this.diskDevice(
+        d.key,
+        d.controllerKey,
+        d.unitNumber,
+        d.label,
+        sd.frozen,
+        'persistent',
+        sd.changeId,
+      );
+    });
+    return [...this.controllerDevices(vm, disks), ...disks];
+  }
+
+  snapshotInfo(vm: VmState): VimObject | undefined {
+    if (vm.snapshots.length === 0) return undefined;
+    const tree = (s: SnapState): VimObject => ({
+      _type: 'VirtualMachineSnapshotTree',
+      snapshot: moref('VirtualMachineSnapshot', s.moref),
+      vm: moref('VirtualMachine', vm.moref),
+      name: s.name,
+      description: s.description,
+      id: s.id,
+      createTime: s.createTime,
+      state: s.state,
+      quiesced: s.quiesced,
+      childSnapshotList: vm.snapshots.filter((c) => c.parent === s.moref).map(tree),
+      replaySupported: false,
+    });
+    return {
+      _type: 'VirtualMachineSnapshotInfo',
+      currentSnapshot: vm.currentSnapshot ? moref('VirtualMachineSnapshot', vm.currentSnapshot) : undefined,
+      rootSnapshotList: vm.snapshots.filter((s) => s.parent === undefined).map(tree),
+    };
+  }
+
+  /** The value of one property path of a VM (undefined: unset). */
+  vmProperty(vm: VmState, path: string): VimValue | undefined {
+    switch (path) {
+      case 'name':
+        return vm.name;
+      case 'config.name':
+        return vm.name;
+      case 'config.uuid':
+        return vm.biosUuid;
+      case 'config.instanceUuid':
+        return vm.instanceUuid;
+      case 'config.template':
+        return vm.template;
+      case 'config.changeTrackingEnabled':
+        return vm.cbtEnabled;
+      case 'config.hardware.device':
+        return arrayOf('VirtualDevice', this.vmDevices(vm));
+      case 'config.extraConfig':
+        return arrayOf(
+          'OptionValue',
+          vm.extraConfig.map(([key, value]) => ({ _type: 'OptionValue', key, value })),
+        );
+      case 'config.files.vmPathName':
+        return `[${this.datastore(vm.datastore).name}] ${vm.name}/${vm.name}.vmx`;
+      case 'capability.changeTrackingSupported':
+        return true;
+      case 'runtime.powerState':
+        return typed('VirtualMachinePowerState', vm.powerState);
+      case 'runtime.consolidationNeeded':
+        return this.consolidationNeeded(vm);
+      case 'runtime.host':
+        return moref('HostSystem', vm.host);
+      case 'snapshot':
+        return this.snapshotInfo(vm);
+      case 'datastore':
+        return arrayOf('ManagedObjectReference', [moref('Datastore', vm.datastore)]);
+      case 'parent':
+        return moref('Folder', 'group-v3');
+      default:
+        throw new LabFault('InvalidProperty', `the lab has no VirtualMachine property ${path}`, {
+          name: path,
+        });
+    }
+  }
+}

@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import type { VimClient } from '../../src/vsphere/client.js';
+import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
+import { ManagedObjectNotFoundError } from '../../src/vsphere/errors.js';
+import {
+  findSelfVm,
+  findVmByInstanceUuid,
+  findVmByMoref,
+  findVmsByBiosUuid,
+  getVm,
+  listDatastores,
+  listHosts,
+  listVms,
+  type VmInfo,
+} from '../../src/vsphere/inventory.js';
+import {
+  createSnapshot,
+  listSnapshots,
+  removeSnapshot,
+  snapshotDescription,
+  snapshotName,
+} from '../../src/vsphere/snapshots.js';
+
+/**
+ * The vSphere client suite that runs unchanged against vcsim and against the lab vSphere, for
+ * everything vcsim implements. Target-specific facts come in through `ClientTarget`.
+ */
+export interface ClientTarget {
+  readonly name: string;
+  connect(): Promise<VimClient>;
+  /** Maps a datastore path to a local file path, to prove a detach kept the file. */
+  localFile(dsPath: string, datastores: { name: string; url: string }[]): string | undefined;
+}
+
+function serialOf(uuid: string): string {
+  const hex = uuid.replace(/-/g, '');
+  const bytes = hex.match(/../g)!;
+  return `VMware-${bytes.slice(0, 8).join(' ')}-${bytes.slice(8).join(' ')}`;
+}
+
+function swapped(uuid: string): string {
+  const [a, b, c, ...rest] = uuid.split('-') as [string, string, string, ...string[]];
+  const rev = (h: string): string => h.match(/../g)!.reverse().join('');
+  return [rev(a), rev(b), rev(c), ...rest].join('-').toUpperCase();
+}
+
+export function registerClientSuite(target: ClientTarget): void {
+  let client: VimClient;
+  let vms: VmInfo[];
+
+  test(`${target.name}: connect, negotiate the API version, list VMs with disks`, async () => {
+    client = await target.connect();
+    assert.match(client.serviceContent.about.apiVersion, /^\d+\.\d+/);
+    assert.equal(client.serviceContent.about.apiType, 'VirtualCenter');
+    vms = await listVms(client);
+    assert.ok(vms.length >= 2, 'at least two VMs');
+    const withDisk = vms.filter((v) => v.disks.length > 0);
+    assert.ok(withDisk.length >= 2);
+    for (const d of withDisk.flatMap((v) => v.disks)) {
+      assert.ok(d.capacityBytes > 0);
+      assert.match(d.fileName, /^\[[^\]]+\] .+\.vmdk$/);
+      assert.ok(d.controllerKey >= 0 && d.unitNumber >= 0 && d.unitNumber !== 7);
+    }
+  });
+
+  test(`${target.name}: paging returns the same VMs as one page`, async () => {
+    const paged = await listVms(client, { pageSize: 1 });
+    assert.deepEqual(paged.map((v) => v.ref.value).sort(), vms.map((v) => v.ref.value).sort());
+  });
+
+  test(`${target.name}: find a VM by instance UUID, BIOS UUID, moref, and itself by DMI data`, async () => {
+    const vm = vms.find((v) => v.disks.length > 0 && v.instanceUuid && v.biosUuid)!;
+    assert.equal((await findVmByInstanceUuid(client, vm.instanceUuid!)).value, vm.ref.value);
+    assert.deepEqual(
+      (await findVmsByBiosUuid(client, vm.biosUuid!)).map((r) => r.value),
+      [vm.ref.value],
+    );
+    assert.equal((await findVmByMoref(client, vm.ref.value)).value, vm.ref.value);
+    assert.equal((await findSelfVm(client, { productSerial: serialOf(vm.biosUuid!) })).value, vm.ref.value);
+    assert.equal((await findSelfVm(client, { productUuid: swapped(vm.biosUuid!) })).value, vm.ref.value);
+  });
+
+  test(`${target.name}: a missing VM is ManagedObjectNotFound naming it`, async () => {
+    await assert.rejects(findVmByMoref(client, 'vm-999999'), (err: unknown) => {
+      assert.ok(err instanceof ManagedObjectNotFoundError);
+      assert.match(err.message, /VirtualMachine vm-999999/);
+      return true;
+    });
+  });
+
+  test(`${target.name}: hosts and datastores`, async () => {
+    const hosts = await listHosts(client);
+    const ds = await listDatastores(client);
+    assert.ok(hosts.length >= 1 && ds.length >= 1);
+    assert.ok(hosts.every((h) => h.datastores.length >= 1));
+    assert.ok(ds.every((d) => d.capacityBytes > 0 && d.name !== ''));
+  });
+
+  test(`${target.name}: tagged snapshot with quiesce, tree walk, removal`, async () => {
+    const vm = vms.find((v) => v.disks.length > 0 && v.powerState === 'poweredOn')!;
+    const tag = { jobId: 'job-42', proxy: 'vm-1', created: '2026-11-21T00:00:00Z' };
+    const states: string[] = [];
+    const snap = await createSnapshot(client, vm.ref, {
+      name: snapshotName(tag),
+      description: snapshotDescription(tag),
+      quiesce: true,
+      onProgress: (p) => states.push(p.state),
+    });
+    assert.equal(states[states.length - 1], 'success');
+    assert.equal(snap.quiesced, true);
+    assert.equal(snap.disks.length, vm.disks.length);
+    const tree = await listSnapshots(client, vm.ref);
+    const node = tree.find((n) => n.ref.value === snap.ref.value)!;
+    assert.deepEqual(node.tag, tag);
+    assert.equal(node.current, true);
+    await removeSnapshot(client, snap.ref);
+    assert.equal(
+      (await listSnapshots(client, vm.ref)).some((n) => n.ref.value === snap.ref.value),
+      false,
+    );
+  });
+
+  test(`${target.name}: extraConfig markers are written, read and removed`, async () => {
+    const vm = vms[0]!;
+    await writeExtraConfig(client, vm.ref, { 'vbproxy.test.marker': 'job-7|vm-1' });
+    assert.equal((await readExtraConfig(client, vm.ref)).get('vbproxy.test.marker'), 'job-7|vm-1');
+    await writeExtraConfig(client, vm.ref, { 'vbproxy.test.marker': '' });
+    assert.equal((await readExtraConfig(client, vm.ref)).has('vbproxy.test.marker'), false);
+  });
+
+  test(`${target.name}: attach another VM's disk on a free unit (never 7), detach keeping the file`, async () => {
+    const [a, b] = vms.filter((v) => v.disks.length > 0);
+    const target0 = a!;
+    const source = b!.disks[0]!;
+    const attached = await attachDisk(client, target0.ref, {
+      fileName: source.fileName,
+      diskMode: 'independent_nonpersistent',
+      marker: { key: 'test', value: 'job-1' },
+    });
+    assert.notEqual(attached.unitNumber, 7);
+    assert.equal(attached.disk.fileName, source.fileName);
+    const after = await getVm(client, target0.ref);
+    assert.ok(after.disks.some((d) => d.key === attached.disk.key));
+    await detachDisk(client, target0.ref, attached.disk.key, { markerKey: 'test' });
+    const detached = await getVm(client, target0.ref);
+    assert.equal(
+      detached.disks.some((d) => d.key === attached.disk.key),
+      false,
+    );
+    const ds = await listDatastores(client);
+    const local = target.localFile(source.fileName, ds);
+    if (local !== undefined) assert.ok(existsSync(local), `${local} still exists after the detach`);
+  });
+}
