@@ -33,6 +33,8 @@ export interface DiskBackupState {
 interface OpenBlock {
   entries: Buffer;
   pending: number;
+  /** A chunk of this block failed: the block must never be written. */
+  failed: boolean;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function runDiskBackup(
     if (!p) {
       p = (async () => {
         const entries = base ? Buffer.from(await base.block(b)) : Buffer.alloc(entriesInBlock(chunkCount, b) * ID_BYTES);
-        return { entries, pending: 0 };
+        return { entries, pending: 0, failed: false };
       })();
       blocks.set(b, p);
     }
@@ -80,7 +82,7 @@ export async function runDiskBackup(
     flushing = flushing.then(async () => {
       while (nextFlush < writer.blockCount && (all || nextFlush < producerBlock)) {
         const blk = await loadBlock(nextFlush);
-        if (blk.pending > 0) break;
+        if (blk.pending > 0 || blk.failed) break;
         for (let i = 0; i < blk.entries.length; i += ID_BYTES) {
           if (blk.entries.subarray(i, i + ID_BYTES).equals(ZERO_ID)) state.zeroEntries++;
         }
@@ -140,12 +142,14 @@ export async function runDiskBackup(
       await window.acquire();
       const p = processChunk(n, blk)
         .catch((err: unknown) => {
+          blk.failed = true;
           failure ??= err;
         })
         .finally(() => {
           blk.pending--;
           window.release();
           inFlight.delete(p);
+          if (blk.pending === 0 && b < producerBlock) void flushReady(false).catch((err: unknown) => (failure ??= err));
         });
       inFlight.add(p);
     }
@@ -156,8 +160,9 @@ export async function runDiskBackup(
     await flushReady(true);
     if (nextFlush !== writer.blockCount) throw new Error(`internal: index flushed ${nextFlush} of ${writer.blockCount} blocks`);
   } catch (err) {
+    // Keep what is complete: every block before the failure whose chunks are all durable.
     await Promise.allSettled(inFlight);
-    await flushing.catch(() => undefined);
+    await flushReady(false).catch(() => undefined);
     throw err;
   } finally {
     stats.durationMs += Date.now() - started;
