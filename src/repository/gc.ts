@@ -15,6 +15,8 @@ export interface GcOptions {
   graceMs?: number;
   /** Report what would be deleted without deleting. */
   dryRun?: boolean;
+  /** When prune or another gc holds the maintenance lock, wait this long for it (default 0). */
+  lockWaitMs?: number;
 }
 
 export interface GcReport {
@@ -77,7 +79,7 @@ export async function runGc(repo: Repository, options: GcOptions): Promise<GcRep
   const started = Date.now();
   const backend = repo.backend;
   const grace = options.graceMs ?? 60_000;
-  const lock = await MaintenanceLock.acquire(backend, 'gc');
+  const lock = await MaintenanceLock.acquire(backend, 'gc', options.lockWaitMs);
   let marker = false;
   try {
     await backend.write(paths.gcMarker, Buffer.from(JSON.stringify(currentOwner('gc'))));

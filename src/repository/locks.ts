@@ -78,7 +78,20 @@ export class MaintenanceLock {
     private readonly heartbeat: Heartbeat,
   ) {}
 
-  static async acquire(backend: Backend, operation: string): Promise<MaintenanceLock> {
+  /** Takes the lock; when it is busy, retries for up to `waitMs` before failing. */
+  static async acquire(backend: Backend, operation: string, waitMs = 0): Promise<MaintenanceLock> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        return await MaintenanceLock.tryAcquire(backend, operation);
+      } catch (err) {
+        if (!(err instanceof RepositoryBusyError) || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  private static async tryAcquire(backend: Backend, operation: string): Promise<MaintenanceLock> {
     const me = currentOwner(operation);
     for (let attempt = 0; attempt < 2; attempt++) {
       if (await backend.createExclusive(paths.maintenanceLock, Buffer.from(JSON.stringify(me)))) {

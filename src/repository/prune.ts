@@ -10,6 +10,8 @@ export interface PruneOptions {
   name?: string;
   /** Report what would be removed without removing it. */
   dryRun?: boolean;
+  /** When gc or another prune holds the maintenance lock, wait this long for it (default 0). */
+  lockWaitMs?: number;
 }
 
 export interface PrunedPoint {
@@ -36,7 +38,7 @@ export async function runPrune(repo: Repository, policy: RetentionPolicy, option
   if (policyIsEmpty(policy)) {
     throw new InvalidRequestError('no --keep-* option given: refusing to remove every restore point');
   }
-  const lock = options.dryRun ? undefined : await MaintenanceLock.acquire(repo.backend, 'prune');
+  const lock = options.dryRun ? undefined : await MaintenanceLock.acquire(repo.backend, 'prune', options.lockWaitMs);
   try {
     const { points, damaged } = await repo.listPoints();
     const inUse = new Set<string>();
