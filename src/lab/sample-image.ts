@@ -80,10 +80,46 @@ class Keystream {
 }
 
 const WORDS = [
-  'kernel', 'systemd', 'started', 'session', 'user', 'root', 'network', 'interface', 'eth0', 'link',
-  'up', 'down', 'GET', 'POST', '/api/v1/items', '/var/log/syslog', 'error', 'warning', 'info', 'debug',
-  'connection', 'accepted', 'closed', 'timeout', 'retry', 'config', 'value', 'enabled', 'disabled', 'true',
-  'false', 'null', 'cron', 'backup', 'database', 'query', 'select', 'from', 'where', 'update',
+  'kernel',
+  'systemd',
+  'started',
+  'session',
+  'user',
+  'root',
+  'network',
+  'interface',
+  'eth0',
+  'link',
+  'up',
+  'down',
+  'GET',
+  'POST',
+  '/api/v1/items',
+  '/var/log/syslog',
+  'error',
+  'warning',
+  'info',
+  'debug',
+  'connection',
+  'accepted',
+  'closed',
+  'timeout',
+  'retry',
+  'config',
+  'value',
+  'enabled',
+  'disabled',
+  'true',
+  'false',
+  'null',
+  'cron',
+  'backup',
+  'database',
+  'query',
+  'select',
+  'from',
+  'where',
+  'update',
 ];
 
 /** A pool of log- and config-like text, from which text regions take slices at random offsets. */
@@ -138,7 +174,8 @@ function contentFor(g: Generator, kind: 'text' | 'binary' | 'random', n: number)
 
 async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Promise<void> {
   let done = 0;
-  while (done < buf.length) done += (await fh.write(buf, done, buf.length - done, offset + done)).bytesWritten;
+  while (done < buf.length)
+    done += (await fh.write(buf, done, buf.length - done, offset + done)).bytesWritten;
 }
 
 function pickKind(r: number, mix: Record<RegionKind, number>): RegionKind {
@@ -154,7 +191,12 @@ function pickKind(r: number, mix: Record<RegionKind, number>): RegionKind {
 
 const SIZES = [64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 16 * MiB];
 
-async function writeLayout(fh: FileHandle, size: number, seed: number, mixIn: SampleImageOptions['mix']): Promise<void> {
+async function writeLayout(
+  fh: FileHandle,
+  size: number,
+  seed: number,
+  mixIn: SampleImageOptions['mix'],
+): Promise<void> {
   const mix = { ...DEFAULT_MIX, ...mixIn };
   const g: Generator = { rand: prng(seed), stream: new Keystream(seed, 'data'), pool: textPool(seed) };
   // Partition-table-like start: an MBR with a protective entry and the boot signature, a GPT header.
@@ -179,7 +221,8 @@ async function writeLayout(fh: FileHandle, size: number, seed: number, mixIn: Sa
       // not written: stays a hole of the sparse file
     } else if (kind === 'zero') {
       const z = Buffer.alloc(Math.min(len, PIECE));
-      for (let o = 0; o < len; o += z.length) await writeAll(fh, z.subarray(0, Math.min(z.length, len - o)), pos + o);
+      for (let o = 0; o < len; o += z.length)
+        await writeAll(fh, z.subarray(0, Math.min(z.length, len - o)), pos + o);
     } else if (kind === 'duplicate' && written.length > 0) {
       // A copy of earlier data: half at the same 1 MiB phase (copied disk images, clones of files
       // laid out alike), half at an arbitrary 4 KiB-aligned source.
@@ -253,7 +296,11 @@ export async function mutateImage(path: string, options: MutateOptions): Promise
         picked++;
       }
     }
-    const g: Generator = { rand, stream: new Keystream(options.seed, 'mutate'), pool: textPool(options.seed) };
+    const g: Generator = {
+      rand,
+      stream: new Keystream(options.seed, 'mutate'),
+      pool: textPool(options.seed),
+    };
     const extents: Extent[] = [];
     for (let b = 0; b < blocks; b++) {
       if (!chosen[b]) continue;
@@ -261,7 +308,8 @@ export async function mutateImage(path: string, options: MutateOptions): Promise
       const length = Math.min(blockSize, size - offset);
       await writeAll(fh, contentFor(g, rand() < 0.5 ? 'text' : 'random', length), offset);
       const last = extents[extents.length - 1];
-      if (last && last.offset + last.length === offset) extents[extents.length - 1] = { offset: last.offset, length: last.length + length };
+      if (last && last.offset + last.length === offset)
+        extents[extents.length - 1] = { offset: last.offset, length: last.length + length };
       else extents.push({ offset, length });
     }
     return extents;

@@ -58,7 +58,8 @@ export async function runDiskBackup(
   const started = Date.now();
 
   let totalBytes = 0;
-  for (const n of touchedChunks(extents, chunkSize, startChunk)) totalBytes += Math.min(chunkSize, capacity - n * chunkSize);
+  for (const n of touchedChunks(extents, chunkSize, startChunk))
+    totalBytes += Math.min(chunkSize, capacity - n * chunkSize);
   let doneBytes = 0;
   options.onProgress?.({ doneBytes, totalBytes });
 
@@ -67,7 +68,9 @@ export async function runDiskBackup(
     let p = blocks.get(b);
     if (!p) {
       p = (async () => {
-        const entries = base ? Buffer.from(await base.block(b)) : Buffer.alloc(entriesInBlock(chunkCount, b) * ID_BYTES);
+        const entries = base
+          ? Buffer.from(await base.block(b))
+          : Buffer.alloc(entriesInBlock(chunkCount, b) * ID_BYTES);
         return { entries, pending: 0, failed: false };
       })();
       blocks.set(b, p);
@@ -131,7 +134,8 @@ export async function runDiskBackup(
   try {
     for (const n of touchedChunks(extents, chunkSize, startChunk)) {
       if (failure) break;
-      if (options.signal?.aborted) throw new OperationAbortedError(`backup of ${source.description}`, options.signal.reason);
+      if (options.signal?.aborted)
+        throw new OperationAbortedError(`backup of ${source.description}`, options.signal.reason);
       const b = Math.floor(n / ENTRIES_PER_BLOCK);
       if (b > producerBlock) {
         producerBlock = b;
@@ -149,16 +153,19 @@ export async function runDiskBackup(
           blk.pending--;
           window.release();
           inFlight.delete(p);
-          if (blk.pending === 0 && b < producerBlock) void flushReady(false).catch((err: unknown) => (failure ??= err));
+          if (blk.pending === 0 && b < producerBlock)
+            void flushReady(false).catch((err: unknown) => (failure ??= err));
         });
       inFlight.add(p);
     }
     await Promise.all(inFlight);
     if (failure) throw failure;
-    if (options.signal?.aborted) throw new OperationAbortedError(`backup of ${source.description}`, options.signal.reason);
+    if (options.signal?.aborted)
+      throw new OperationAbortedError(`backup of ${source.description}`, options.signal.reason);
     producerBlock = writer.blockCount;
     await flushReady(true);
-    if (nextFlush !== writer.blockCount) throw new Error(`internal: index flushed ${nextFlush} of ${writer.blockCount} blocks`);
+    if (nextFlush !== writer.blockCount)
+      throw new Error(`internal: index flushed ${nextFlush} of ${writer.blockCount} blocks`);
   } catch (err) {
     // Keep what is complete: every block before the failure whose chunks are all durable.
     await Promise.allSettled(inFlight);

@@ -24,7 +24,9 @@ export function normaliseExtents(extents: readonly Extent[], capacity: number, w
       throw new RangeError(`${what}: extent ${JSON.stringify(e)} is not a pair of non-negative integers`);
     }
     if (e.offset + e.length > capacity) {
-      throw new RangeError(`${what}: extent at ${e.offset} (+${e.length}) ends beyond the disk capacity ${capacity}`);
+      throw new RangeError(
+        `${what}: extent at ${e.offset} (+${e.length}) ends beyond the disk capacity ${capacity}`,
+      );
     }
     if (e.length === 0) continue;
     const last = out[out.length - 1];

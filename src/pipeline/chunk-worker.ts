@@ -46,7 +46,9 @@ port.on('message', (req: WorkerRequest) => {
       seq: req.seq,
       ok: false,
       corrupt,
-      message: corrupt ? err.message.replace(/^damaged chunk [0-9a-f]+: /, '') : String((err as Error).message ?? err),
+      message: corrupt
+        ? err.message.replace(/^damaged chunk [0-9a-f]+: /, '')
+        : String((err as Error).message ?? err),
     };
   }
   port.postMessage(res, transfer);

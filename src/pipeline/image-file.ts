@@ -51,7 +51,9 @@ export function allocatedExtents(fd: number, size: number): Extent[] {
 }
 
 function errnoOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+  return typeof err === 'object' && err !== null && 'code' in err
+    ? String((err as { code: unknown }).code)
+    : undefined;
 }
 
 /** A raw disk image file as a backup source; sparse-aware. */
@@ -70,7 +72,9 @@ export class RawImageSource implements DiskSource {
       fh = await fsp.open(path, 'r');
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') throw new ImageNotFoundError(path, err);
-      throw new DiskIoError('IMAGE_OPEN', `cannot open image ${path}: ${(err as Error).message}`, { cause: err });
+      throw new DiskIoError('IMAGE_OPEN', `cannot open image ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const st = await fh.stat();
     if (!st.isFile() && !st.isBlockDevice()) {
@@ -94,10 +98,14 @@ export class RawImageSource implements DiskSource {
         done += bytesRead;
       }
     } catch (err) {
-      throw new DiskIoError('IMAGE_READ', `read of ${length} bytes at ${offset} from ${this.description} failed: ${(err as Error).message}`, {
-        cause: err,
-        transient: true,
-      });
+      throw new DiskIoError(
+        'IMAGE_READ',
+        `read of ${length} bytes at ${offset} from ${this.description} failed: ${(err as Error).message}`,
+        {
+          cause: err,
+          transient: true,
+        },
+      );
     }
     if (done < length) buf.fill(0, done);
     return buf;
@@ -128,7 +136,9 @@ export class RawImageTarget implements DiskTarget {
       await fh.truncate(capacity);
     } catch (err) {
       if (errnoOf(err) === 'ENOSPC') throw new NoSpaceError(path, err);
-      throw new DiskIoError('IMAGE_CREATE', `cannot create ${path}: ${(err as Error).message}`, { cause: err });
+      throw new DiskIoError('IMAGE_CREATE', `cannot create ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     return new RawImageTarget(fh, capacity, path, true);
   }
@@ -144,7 +154,9 @@ export class RawImageTarget implements DiskTarget {
       }
     } catch (err) {
       if (errnoOf(err) === 'ENOSPC') throw new NoSpaceError(this.description, err);
-      throw new DiskIoError('IMAGE_WRITE', `write to ${this.description} failed: ${(err as Error).message}`, { cause: err });
+      throw new DiskIoError('IMAGE_WRITE', `write to ${this.description} failed: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 

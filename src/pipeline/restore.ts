@@ -73,12 +73,17 @@ export async function runDiskRestore(
 
   try {
     options.onProgress?.({ doneBytes, totalBytes });
-    for (let b = Math.floor(firstChunk / ENTRIES_PER_BLOCK); b * ENTRIES_PER_BLOCK <= lastChunk && !failure; b++) {
+    for (
+      let b = Math.floor(firstChunk / ENTRIES_PER_BLOCK);
+      b * ENTRIES_PER_BLOCK <= lastChunk && !failure;
+      b++
+    ) {
       const entries = await index.block(b);
       const lo = Math.max(firstChunk, b * ENTRIES_PER_BLOCK);
       const hi = Math.min(lastChunk, (b + 1) * ENTRIES_PER_BLOCK - 1);
       for (let n = lo; n <= hi && !failure; n++) {
-        if (options.signal?.aborted) throw new OperationAbortedError(`restore of ${where}`, options.signal.reason);
+        if (options.signal?.aborted)
+          throw new OperationAbortedError(`restore of ${where}`, options.signal.reason);
         const pos = (n % ENTRIES_PER_BLOCK) * ID_BYTES;
         const id = Buffer.from(entries.subarray(pos, pos + ID_BYTES));
         chunks++;

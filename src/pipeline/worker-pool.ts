@@ -58,7 +58,8 @@ export class ChunkWorkerPool {
       w.on('message', (res: WorkerResponse) => this.settle(index, res));
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
-        if (!this.closed) this.fail(new RepositoryError('REPO_WORKER', `chunk worker exited with code ${code}`));
+        if (!this.closed)
+          this.fail(new RepositoryError('REPO_WORKER', `chunk worker exited with code ${code}`));
       });
       this.workers.push(w);
       this.load.push(0);
@@ -89,7 +90,11 @@ export class ChunkWorkerPool {
     }
   }
 
-  private submit(req: WorkerRequest, transfer: ArrayBuffer, idHex?: string): Promise<{ id: Buffer | null; data: Buffer }> {
+  private submit(
+    req: WorkerRequest,
+    transfer: ArrayBuffer,
+    idHex?: string,
+  ): Promise<{ id: Buffer | null; data: Buffer }> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
     let best = 0;

@@ -36,11 +36,17 @@ export class ChunkCodec {
     readonly chunkSize: number,
   ) {
     this.zero = Buffer.alloc(chunkSize);
-    this.compressor.setParameters({ compressionLevel: ZSTD_LEVEL, contentSizeFlag: true, checksumFlag: false });
+    this.compressor.setParameters({
+      compressionLevel: ZSTD_LEVEL,
+      contentSizeFlag: true,
+      checksumFlag: false,
+    });
   }
 
   isZero(data: Uint8Array): boolean {
-    return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(this.zero.subarray(0, data.byteLength));
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(
+      this.zero.subarray(0, data.byteLength),
+    );
   }
 
   /** The chunk id of `data`, or null when the data is all zeros (stored as the zero sentinel). */
@@ -102,15 +108,28 @@ export class ChunkCodec {
     const ct = obj.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
     const plain = Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
     try {
-      sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plain, null, ct, Buffer.concat([header, id]), nonce, this.keys.chunkEnc);
+      sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        plain,
+        null,
+        ct,
+        Buffer.concat([header, id]),
+        nonce,
+        this.keys.chunkEnc,
+      );
     } catch (err) {
-      throw new CorruptObjectError('chunk', name, 'authentication failed (the object was modified or truncated)', err);
+      throw new CorruptObjectError(
+        'chunk',
+        name,
+        'authentication failed (the object was modified or truncated)',
+        err,
+      );
     }
     let data: Buffer = plain;
     if (codec === CODEC_ZSTD) {
       try {
         const d = this.decompressor.decompress(plain);
-        if (d.length > this.chunkSize) throw new Error(`decompressed to ${d.length} bytes, above the chunk size`);
+        if (d.length > this.chunkSize)
+          throw new Error(`decompressed to ${d.length} bytes, above the chunk size`);
         data = Buffer.allocUnsafeSlow(d.length);
         d.copy(data);
       } catch (err) {
@@ -118,7 +137,11 @@ export class ChunkCodec {
       }
     }
     if (expectedLength !== undefined && data.length !== expectedLength) {
-      throw new CorruptObjectError('chunk', name, `holds ${data.length} bytes where the index needs ${expectedLength}`);
+      throw new CorruptObjectError(
+        'chunk',
+        name,
+        `holds ${data.length} bytes where the index needs ${expectedLength}`,
+      );
     }
     const check = Buffer.alloc(ID_BYTES);
     sodium.crypto_generichash(check, data, this.keys.chunkId);
@@ -144,7 +167,14 @@ export function openBlob(key: Uint8Array, ad: Uint8Array, sealed: Uint8Array): B
   const s = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
   const out = Buffer.alloc(s.length - NONCE_BYTES - TAG_BYTES);
   try {
-    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(out, null, s.subarray(NONCE_BYTES), ad, s.subarray(0, NONCE_BYTES), key);
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+      out,
+      null,
+      s.subarray(NONCE_BYTES),
+      ad,
+      s.subarray(0, NONCE_BYTES),
+      key,
+    );
   } catch {
     return null;
   }

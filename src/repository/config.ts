@@ -44,7 +44,11 @@ export function signConfig(c: RepositoryConfig, key: Buffer): RepositoryConfig {
 
 export function checkConfigMac(c: RepositoryConfig, key: Buffer, location: string): void {
   if (!c.mac || !mac(key, macInput(c)).equals(Buffer.from(c.mac, 'base64'))) {
-    throw new CorruptObjectError('config', `${location}/config`, 'authentication failed (the config was modified)');
+    throw new CorruptObjectError(
+      'config',
+      `${location}/config`,
+      'authentication failed (the config was modified)',
+    );
   }
 }
 
@@ -69,7 +73,11 @@ export async function readConfig(backend: Backend): Promise<RepositoryConfig> {
   }
   const parsed = configSchema.safeParse(json);
   if (!parsed.success) {
-    throw new CorruptObjectError('config', `${backend.location}/config`, `invalid: ${parsed.error.issues[0]?.message ?? 'schema mismatch'}`);
+    throw new CorruptObjectError(
+      'config',
+      `${backend.location}/config`,
+      `invalid: ${parsed.error.issues[0]?.message ?? 'schema mismatch'}`,
+    );
   }
   return parsed.data;
 }

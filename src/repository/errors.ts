@@ -20,7 +20,10 @@ export class RepositoryNotFoundError extends RepositoryError {
 /** `init` on a location that already holds a repository or other files. */
 export class RepositoryExistsError extends RepositoryError {
   constructor(location: string) {
-    super('REPO_EXISTS', `${location} is not empty: a repository can only be created in an empty or new directory`);
+    super(
+      'REPO_EXISTS',
+      `${location} is not empty: a repository can only be created in an empty or new directory`,
+    );
   }
 }
 
@@ -72,7 +75,10 @@ export class MissingObjectError extends RepositoryError {
 /** No restore point with that id (or no such disk in it). */
 export class PointNotFoundError extends RepositoryError {
   constructor(location: string, what: string) {
-    super('REPO_POINT_NOT_FOUND', `${what} not found in repository ${location}; "vbproxy repo list" shows the points`);
+    super(
+      'REPO_POINT_NOT_FOUND',
+      `${what} not found in repository ${location}; "vbproxy repo list" shows the points`,
+    );
   }
 }
 

@@ -36,7 +36,9 @@ export interface GcReport {
 }
 
 /** Session objects and whether their owner is alive. */
-export async function liveSessions(backend: Backend): Promise<Array<{ name: string; record: SessionRecord; mtimeMs: number }>> {
+export async function liveSessions(
+  backend: Backend,
+): Promise<Array<{ name: string; record: SessionRecord; mtimeMs: number }>> {
   const out: Array<{ name: string; record: SessionRecord; mtimeMs: number }> = [];
   for (const name of await backend.list(paths.sessionsDir)) {
     if (!name.endsWith('.json')) continue;
@@ -99,14 +101,25 @@ export async function runGc(repo: Repository, options: GcOptions): Promise<GcRep
         m = await repo.getPoint(id);
       } catch (err) {
         if (err instanceof RepositoryError && !(err instanceof CorruptObjectError)) continue; // removed meanwhile
-        throw new RepositoryError('REPO_GC_STOPPED', `gc stopped before deleting anything: ${(err as Error).message}; run "vbproxy repo verify"`, { cause: err });
+        throw new RepositoryError(
+          'REPO_GC_STOPPED',
+          `gc stopped before deleting anything: ${(err as Error).message}; run "vbproxy repo verify"`,
+          { cause: err },
+        );
       }
       for (const d of m.disks) {
         try {
-          const reader = await IndexReader.open(backend, repo.keys.indexEnc, id, d.disk, { capacity: d.capacity, chunkSize: d.chunkSize });
+          const reader = await IndexReader.open(backend, repo.keys.indexEnc, id, d.disk, {
+            capacity: d.capacity,
+            chunkSize: d.chunkSize,
+          });
           await markIndex(reader, marked);
         } catch (err) {
-          throw new RepositoryError('REPO_GC_STOPPED', `gc stopped before deleting anything: ${(err as Error).message}; run "vbproxy repo verify"`, { cause: err });
+          throw new RepositoryError(
+            'REPO_GC_STOPPED',
+            `gc stopped before deleting anything: ${(err as Error).message}; run "vbproxy repo verify"`,
+            { cause: err },
+          );
         }
       }
     }
@@ -119,7 +132,10 @@ export async function runGc(repo: Repository, options: GcOptions): Promise<GcRep
         for (const f of await backend.list(paths.indexDir(base))) {
           const disk = /^(\d+)\.fidx$/.exec(f);
           if (!disk) continue;
-          await markIndex(await IndexReader.openFromHeader(backend, repo.keys.indexEnc, base, Number(disk[1])), marked);
+          await markIndex(
+            await IndexReader.openFromHeader(backend, repo.keys.indexEnc, base, Number(disk[1])),
+            marked,
+          );
         }
       }
     }
@@ -212,4 +228,3 @@ export async function runGc(repo: Repository, options: GcOptions): Promise<GcRep
     await lock.release();
   }
 }
-

@@ -43,7 +43,9 @@ function blockOffset(b: number): number {
 }
 export function indexObjectBytes(chunkCount: number): number {
   const blocks = blockCountOf(chunkCount);
-  return blocks === 0 ? INDEX_HEADER_BYTES : blockOffset(blocks - 1) + sealedBlockBytes(entriesInBlock(chunkCount, blocks - 1));
+  return blocks === 0
+    ? INDEX_HEADER_BYTES
+    : blockOffset(blocks - 1) + sealedBlockBytes(entriesInBlock(chunkCount, blocks - 1));
 }
 
 export function encodeIndexHeader(g: IndexGeometry): Buffer {
@@ -118,7 +120,9 @@ export class IndexWriter {
 
   async commit(): Promise<void> {
     if (this.written !== this.blockCount) {
-      throw new Error(`index of disk ${this.disk} is incomplete: ${this.written} of ${this.blockCount} blocks`);
+      throw new Error(
+        `index of disk ${this.disk} is incomplete: ${this.written} of ${this.blockCount} blocks`,
+      );
     }
     await this.out.commit();
   }
@@ -177,11 +181,19 @@ export class IndexReader {
       throw new CorruptObjectError('index', name, `truncated header (${header.length} bytes)`);
     }
     if (!header.equals(expectedHeader)) {
-      throw new CorruptObjectError('index', name, 'header does not match the restore point (magic, version, chunk size or capacity differ)');
+      throw new CorruptObjectError(
+        'index',
+        name,
+        'header does not match the restore point (magic, version, chunk size or capacity differ)',
+      );
     }
     const want = indexObjectBytes(chunkCountOf(expected));
     if (size !== want) {
-      throw new CorruptObjectError('index', name, `object is ${size} bytes, expected ${want} (truncated or extended)`);
+      throw new CorruptObjectError(
+        'index',
+        name,
+        `object is ${size} bytes, expected ${want} (truncated or extended)`,
+      );
     }
     return new IndexReader(backend, key, pointId, disk, header, expected);
   }
@@ -190,7 +202,12 @@ export class IndexReader {
    * Opens an index whose manifest is gone (a pruned base of a running backup), taking the
    * geometry from its own header; every block is still authenticated against that header.
    */
-  static async openFromHeader(backend: Backend, key: Uint8Array, pointId: string, disk: number): Promise<IndexReader> {
+  static async openFromHeader(
+    backend: Backend,
+    key: Uint8Array,
+    pointId: string,
+    disk: number,
+  ): Promise<IndexReader> {
     const header = await backend.readRange(paths.index(pointId, disk), 0, INDEX_HEADER_BYTES);
     if (header.length < INDEX_HEADER_BYTES || !header.subarray(0, 8).equals(INDEX_MAGIC)) {
       throw new CorruptObjectError('index', `${pointId}/disk ${disk}`, 'bad or truncated header');
@@ -205,7 +222,11 @@ export class IndexReader {
     const sealed = await this.backend.readRange(this.path, blockOffset(b), sealedBlockBytes(entries));
     const plain = openBlob(this.key, blockAd(this.header, this.pointId, this.disk, b), sealed);
     if (!plain || plain.length !== entries * ID_BYTES) {
-      throw new CorruptObjectError('index', this.name, `block ${b} (chunks ${b * ENTRIES_PER_BLOCK}..${b * ENTRIES_PER_BLOCK + entries - 1}) fails authentication`);
+      throw new CorruptObjectError(
+        'index',
+        this.name,
+        `block ${b} (chunks ${b * ENTRIES_PER_BLOCK}..${b * ENTRIES_PER_BLOCK + entries - 1}) fails authentication`,
+      );
     }
     return plain;
   }

@@ -93,7 +93,14 @@ export async function wrapMasterKey(
   const nonce = Buffer.alloc(24);
   sodium.randombytes_buf(nonce);
   const wrapped = Buffer.alloc(master.length + 16);
-  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped, master, Buffer.from(repositoryId), null, nonce, k);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+    wrapped,
+    master,
+    Buffer.from(repositoryId),
+    null,
+    nonce,
+    k,
+  );
   sodium.sodium_memzero(k);
   const file: KeyFile = {
     version: 1,
@@ -124,12 +131,23 @@ export async function unwrapMasterKey(
   const nonce = Buffer.from(file.nonce, 'base64');
   const wrapped = Buffer.from(file.wrappedKey, 'base64');
   if (salt.length !== sodium.crypto_pwhash_SALTBYTES || nonce.length !== 24 || wrapped.length !== 48) {
-    throw new CorruptObjectError('key', `${location}/keys/passphrase.json`, 'salt, nonce or wrapped key has the wrong length');
+    throw new CorruptObjectError(
+      'key',
+      `${location}/keys/passphrase.json`,
+      'salt, nonce or wrapped key has the wrong length',
+    );
   }
   const k = await kek(passphrase, salt, file.kdf.opslimit, file.kdf.memlimit);
   const master = sodium.sodium_malloc(32);
   try {
-    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(master, null, wrapped, Buffer.from(repositoryId), nonce, k);
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+      master,
+      null,
+      wrapped,
+      Buffer.from(repositoryId),
+      nonce,
+      k,
+    );
   } catch {
     throw new WrongPassphraseError(location);
   } finally {
@@ -139,10 +157,20 @@ export async function unwrapMasterKey(
 }
 
 /** Opens the manager seal with the manager's key pair (the manager's recovery path). */
-export function openManagerSeal(file: KeyFile, publicKey: Buffer, secretKey: Buffer, location: string): Buffer {
+export function openManagerSeal(
+  file: KeyFile,
+  publicKey: Buffer,
+  secretKey: Buffer,
+  location: string,
+): Buffer {
   if (!file.managerSeal) throw new WrongPassphraseError(location);
   const master = sodium.sodium_malloc(32);
-  const ok = sodium.crypto_box_seal_open(master, Buffer.from(file.managerSeal.sealedKey, 'base64'), publicKey, secretKey);
+  const ok = sodium.crypto_box_seal_open(
+    master,
+    Buffer.from(file.managerSeal.sealedKey, 'base64'),
+    publicKey,
+    secretKey,
+  );
   if (!ok) throw new WrongPassphraseError(location);
   return master;
 }

@@ -104,10 +104,17 @@ export class MaintenanceLock {
       } catch {
         holder = undefined;
       }
-      const alive = holder && info ? ownerAlive(holder, info.mtimeMs) : Date.now() - (info?.mtimeMs ?? 0) < STALE_AFTER_MS;
+      const alive =
+        holder && info
+          ? ownerAlive(holder, info.mtimeMs)
+          : Date.now() - (info?.mtimeMs ?? 0) < STALE_AFTER_MS;
       if (alive) {
-        const who = holder ? `${holder.operation} (pid ${holder.pid} on ${holder.host}, since ${new Date(holder.startedAt).toISOString()})` : 'another process';
-        throw new RepositoryBusyError(`repository ${backend.location} is locked by ${who}; try again when it has finished`);
+        const who = holder
+          ? `${holder.operation} (pid ${holder.pid} on ${holder.host}, since ${new Date(holder.startedAt).toISOString()})`
+          : 'another process';
+        throw new RepositoryBusyError(
+          `repository ${backend.location} is locked by ${who}; try again when it has finished`,
+        );
       }
       await backend.delete(paths.maintenanceLock);
     }

@@ -61,12 +61,16 @@ export function encodeManifest(key: Uint8Array, m: Manifest): Buffer {
 }
 
 export function decodeManifest(key: Uint8Array, pointId: string, data: Buffer): Manifest {
-  if (data.length < MANIFEST_MAGIC.length || !data.subarray(0, MANIFEST_MAGIC.length).equals(MANIFEST_MAGIC)) {
+  if (
+    data.length < MANIFEST_MAGIC.length ||
+    !data.subarray(0, MANIFEST_MAGIC.length).equals(MANIFEST_MAGIC)
+  ) {
     throw new CorruptObjectError('manifest', pointId, 'bad magic (not a manifest, or a newer format)');
   }
   const ad = Buffer.concat([MANIFEST_MAGIC, Buffer.from(pointId, 'latin1')]);
   const plain = openBlob(key, ad, data.subarray(MANIFEST_MAGIC.length));
-  if (!plain) throw new CorruptObjectError('manifest', pointId, 'authentication failed (modified or truncated)');
+  if (!plain)
+    throw new CorruptObjectError('manifest', pointId, 'authentication failed (modified or truncated)');
   const parsed = manifestSchema.safeParse(JSON.parse(plain.toString('utf8')));
   if (!parsed.success || parsed.data.id !== pointId) {
     throw new CorruptObjectError('manifest', pointId, 'content is not a valid manifest for this point');

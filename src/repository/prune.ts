@@ -34,11 +34,17 @@ export interface PruneReport {
  * and the chunks no other point uses are deleted by the next gc. Points that a running backup uses
  * as its base are kept.
  */
-export async function runPrune(repo: Repository, policy: RetentionPolicy, options: PruneOptions): Promise<PruneReport> {
+export async function runPrune(
+  repo: Repository,
+  policy: RetentionPolicy,
+  options: PruneOptions,
+): Promise<PruneReport> {
   if (policyIsEmpty(policy)) {
     throw new InvalidRequestError('no --keep-* option given: refusing to remove every restore point');
   }
-  const lock = options.dryRun ? undefined : await MaintenanceLock.acquire(repo.backend, 'prune', options.lockWaitMs);
+  const lock = options.dryRun
+    ? undefined
+    : await MaintenanceLock.acquire(repo.backend, 'prune', options.lockWaitMs);
   try {
     const { points, damaged } = await repo.listPoints();
     const inUse = new Set<string>();

@@ -14,7 +14,15 @@ import {
 } from './errors.js';
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, POINT_ID_PATTERN, paths } from './format.js';
 import { IndexReader } from './index-file.js';
-import { deriveKeys, keyFileSchema, newMasterKey, unwrapMasterKey, wrapMasterKey, type KeyFile, type RepositoryKeys } from './keys.js';
+import {
+  deriveKeys,
+  keyFileSchema,
+  newMasterKey,
+  unwrapMasterKey,
+  wrapMasterKey,
+  type KeyFile,
+  type RepositoryKeys,
+} from './keys.js';
 import { decodeManifest, type Manifest } from './manifest.js';
 import { MaintenanceLock } from './locks.js';
 import { BackupSession } from './session.js';
@@ -79,7 +87,9 @@ export class Repository {
   static async init(location: string, passphrase: string, options: InitOptions = {}): Promise<Repository> {
     const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
     if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || (chunkSize & (chunkSize - 1)) !== 0) {
-      throw new InvalidRequestError(`chunk size ${chunkSize} must be a power of two between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE}`);
+      throw new InvalidRequestError(
+        `chunk size ${chunkSize} must be a power of two between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE}`,
+      );
     }
     if (passphrase.length === 0) throw new InvalidRequestError('the repository passphrase must not be empty');
     const backend = new LocalBackend(location);
@@ -118,7 +128,12 @@ export class Repository {
       raw = await backend.read(paths.key);
     } catch (err) {
       if (err instanceof ObjectNotFoundError) {
-        throw new MissingObjectError('key', `${backend.location}/${paths.key}`, 'the repository has no key file', err);
+        throw new MissingObjectError(
+          'key',
+          `${backend.location}/${paths.key}`,
+          'the repository has no key file',
+          err,
+        );
       }
       throw err;
     }
@@ -142,19 +157,24 @@ export class Repository {
 
   /** The manifest of a restore point, authenticated. */
   async getPoint(pointId: string): Promise<Manifest> {
-    if (!POINT_ID_PATTERN.test(pointId)) throw new PointNotFoundError(this.location, `restore point ${JSON.stringify(pointId)}`);
+    if (!POINT_ID_PATTERN.test(pointId))
+      throw new PointNotFoundError(this.location, `restore point ${JSON.stringify(pointId)}`);
     let raw: Buffer;
     try {
       raw = await this.backend.read(paths.point(pointId));
     } catch (err) {
-      if (err instanceof ObjectNotFoundError) throw new PointNotFoundError(this.location, `restore point ${pointId}`);
+      if (err instanceof ObjectNotFoundError)
+        throw new PointNotFoundError(this.location, `restore point ${pointId}`);
       throw err;
     }
     return decodeManifest(this.keys.manifestEnc, pointId, raw);
   }
 
   /** All restore points (oldest first); damaged manifests are reported in `damaged`. */
-  async listPoints(): Promise<{ points: Manifest[]; damaged: Array<{ id: string; error: RepositoryError }> }> {
+  async listPoints(): Promise<{
+    points: Manifest[];
+    damaged: Array<{ id: string; error: RepositoryError }>;
+  }> {
     const points: Manifest[] = [];
     const damaged: Array<{ id: string; error: RepositoryError }> = [];
     for (const id of await this.pointIds()) {
@@ -212,21 +232,40 @@ export class Repository {
   }
 
   /** Restores disk `disk` of a point (or a byte range of it) to a DiskTarget. */
-  async restoreDisk(pointId: string, disk: number, target: DiskTarget, options: RestoreOptions = {}): Promise<RestoreStats> {
+  async restoreDisk(
+    pointId: string,
+    disk: number,
+    target: DiskTarget,
+    options: RestoreOptions = {},
+  ): Promise<RestoreStats> {
     const { index } = await this.diskOf(pointId, disk);
     const capacity = index.geometry.capacity;
     const want = options.range ? options.range.length : capacity;
     if (options.range) {
       const { offset, length } = options.range;
-      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > capacity) {
-        throw new InvalidRequestError(`byte range ${offset}+${length} is outside disk ${disk} of point ${pointId} (${capacity} bytes)`);
+      if (
+        !Number.isSafeInteger(offset) ||
+        !Number.isSafeInteger(length) ||
+        offset < 0 ||
+        length < 0 ||
+        offset + length > capacity
+      ) {
+        throw new InvalidRequestError(
+          `byte range ${offset}+${length} is outside disk ${disk} of point ${pointId} (${capacity} bytes)`,
+        );
       }
     }
     if (target.capacity < want) {
-      throw new InvalidRequestError(`target ${target.description} holds ${target.capacity} bytes, the restore needs ${want}`);
+      throw new InvalidRequestError(
+        `target ${target.description} holds ${target.capacity} bytes, the restore needs ${want}`,
+      );
     }
     return runDiskRestore(
-      { pool: this.pool(), chunkSize: index.geometry.chunkSize, fetch: (_id, hex, where) => this.fetchChunk(hex, where) },
+      {
+        pool: this.pool(),
+        chunkSize: index.geometry.chunkSize,
+        fetch: (_id, hex, where) => this.fetchChunk(hex, where),
+      },
       index,
       target,
       `restore point ${pointId} disk ${disk}`,
@@ -235,9 +274,17 @@ export class Repository {
   }
 
   /** Restores a disk (or range) into a new sparse raw image file; removes the file on failure. */
-  async restoreToFile(pointId: string, disk: number, path: string, options: RestoreOptions = {}): Promise<RestoreStats> {
+  async restoreToFile(
+    pointId: string,
+    disk: number,
+    path: string,
+    options: RestoreOptions = {},
+  ): Promise<RestoreStats> {
     const { index } = await this.diskOf(pointId, disk);
-    const target = await RawImageTarget.create(path, options.range ? options.range.length : index.geometry.capacity);
+    const target = await RawImageTarget.create(
+      path,
+      options.range ? options.range.length : index.geometry.capacity,
+    );
     try {
       const stats = await this.restoreDisk(pointId, disk, target, options);
       await target.close();

@@ -62,7 +62,10 @@ export function policyIsEmpty(policy: RetentionPolicy): boolean {
 }
 
 /** Decides for every point whether the policy keeps it. */
-export function selectRetention(points: readonly Dated[], policy: RetentionPolicy): Map<string, RetentionDecision> {
+export function selectRetention(
+  points: readonly Dated[],
+  policy: RetentionPolicy,
+): Map<string, RetentionDecision> {
   const list = [...points].sort((a, b) => b.time.getTime() - a.time.getTime() || (a.id < b.id ? 1 : -1));
   const marks = new Map<string, RetentionDecision>();
   for (const [rule, key] of ruleOrder) {

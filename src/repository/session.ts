@@ -101,7 +101,10 @@ export class BackupSession {
   /** @internal Use Repository.beginBackup. */
   static async start(host: SessionHost, name: string, basePoints: readonly string[]): Promise<BackupSession> {
     const now = new Date();
-    const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const stamp = now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
     const record: SessionRecord = {
       ...currentOwner('backup'),
       id: `${stamp}-${randomBytes(6).toString('hex')}`,
@@ -141,9 +144,12 @@ export class BackupSession {
   async backupDisk(source: DiskSource, options: BackupDiskOptions): Promise<DiskStats> {
     this.assertOpen();
     const { disk } = options;
-    if (!Number.isInteger(disk) || disk < 0) throw new InvalidRequestError(`disk number ${disk} is not a non-negative integer`);
+    if (!Number.isInteger(disk) || disk < 0)
+      throw new InvalidRequestError(`disk number ${disk} is not a non-negative integer`);
     if (options.base && !options.changedExtents) {
-      throw new InvalidRequestError(`incremental of disk ${disk} needs changedExtents along with its base point`);
+      throw new InvalidRequestError(
+        `incremental of disk ${disk} needs changedExtents along with its base point`,
+      );
     }
     let entry = this.disks.get(disk);
     if (entry?.done) throw new InvalidRequestError(`disk ${disk} is already backed up in session ${this.id}`);
@@ -172,17 +178,33 @@ export class BackupSession {
           chunkSize: bd.chunkSize,
         });
       }
-      const writer = await IndexWriter.create(this.host.backend, this.host.keys.indexEnc, this.pointId, disk, {
-        capacity: source.capacity,
-        chunkSize: this.host.chunkSize,
-      });
+      const writer = await IndexWriter.create(
+        this.host.backend,
+        this.host.keys.indexEnc,
+        this.pointId,
+        disk,
+        {
+          capacity: source.capacity,
+          chunkSize: this.host.chunkSize,
+        },
+      );
       entry = {
         state: {
           disk,
           capacity: source.capacity,
           writer,
           base,
-          stats: { readBytes: 0, chunks: 0, zeroChunks: 0, reusedChunks: 0, dedupChunks: 0, newChunks: 0, newBytes: 0, storedBytes: 0, durationMs: 0 },
+          stats: {
+            readBytes: 0,
+            chunks: 0,
+            zeroChunks: 0,
+            reusedChunks: 0,
+            dedupChunks: 0,
+            newChunks: 0,
+            newBytes: 0,
+            storedBytes: 0,
+            durationMs: 0,
+          },
           touched: 0,
           touchedZero: 0,
           zeroEntries: 0,
@@ -195,7 +217,9 @@ export class BackupSession {
       this.disks.set(disk, entry);
     } else {
       if (entry.state.capacity !== source.capacity) {
-        throw new InvalidRequestError(`resume of disk ${disk}: the source now has ${source.capacity} bytes, not ${entry.state.capacity}`);
+        throw new InvalidRequestError(
+          `resume of disk ${disk}: the source now has ${source.capacity} bytes, not ${entry.state.capacity}`,
+        );
       }
       await entry.state.writer.rewindTo(entry.state.writer.blocksWritten);
       if (options.changeId !== undefined) entry.changeId = options.changeId;
@@ -249,7 +273,10 @@ export class BackupSession {
     this.assertOpen();
     if (this.disks.size === 0) throw new SessionError(`backup session ${this.id} has no disk to commit`);
     for (const [disk, e] of this.disks) {
-      if (!e.done) throw new SessionError(`disk ${disk} of session ${this.id} is incomplete; retry backupDisk for it or abort`);
+      if (!e.done)
+        throw new SessionError(
+          `disk ${disk} of session ${this.id} is incomplete; retry backupDisk for it or abort`,
+        );
     }
     if (this.heartbeat.lastError !== undefined || Date.now() - this.heartbeat.lastBeat > STALE_AFTER_MS / 2) {
       throw new SessionError(

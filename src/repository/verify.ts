@@ -50,9 +50,10 @@ export async function runVerify(repo: Repository, options: VerifyOptions): Promi
   const started = Date.now();
   const sample = options.sample ?? 1;
   const ids = options.pointId ? [options.pointId] : await repo.pointIds();
-  if (options.pointId) await repo.getPoint(options.pointId).catch((err: unknown) => {
-    if (!(err instanceof CorruptObjectError)) throw err;
-  });
+  if (options.pointId)
+    await repo.getPoint(options.pointId).catch((err: unknown) => {
+      if (!(err instanceof CorruptObjectError)) throw err;
+    });
   const good = new Set<string>();
   const bad = new Map<string, string>();
   const window = new Semaphore(options.concurrency ?? 16);
@@ -89,7 +90,10 @@ export async function runVerify(repo: Repository, options: VerifyOptions): Promi
     for (const d of m.disks) {
       let index: IndexReader;
       try {
-        index = await IndexReader.open(repo.backend, repo.keys.indexEnc, id, d.disk, { capacity: d.capacity, chunkSize: d.chunkSize });
+        index = await IndexReader.open(repo.backend, repo.keys.indexEnc, id, d.disk, {
+          capacity: d.capacity,
+          chunkSize: d.chunkSize,
+        });
       } catch (err) {
         if (!(err instanceof RepositoryError)) throw err;
         add({ kind: 'index', disk: d.disk, message: err.message });
@@ -138,7 +142,10 @@ export async function runVerify(repo: Repository, options: VerifyOptions): Promi
           });
           inFlight.add(p);
         }
-        doneBytes += Math.min(entries.length / ID_BYTES * d.chunkSize, d.capacity - b * ENTRIES_PER_BLOCK * d.chunkSize);
+        doneBytes += Math.min(
+          (entries.length / ID_BYTES) * d.chunkSize,
+          d.capacity - b * ENTRIES_PER_BLOCK * d.chunkSize,
+        );
         options.onProgress?.({ doneBytes, totalBytes });
       }
       await Promise.all(inFlight);

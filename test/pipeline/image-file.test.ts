@@ -48,7 +48,10 @@ test('extents map onto the chunk grid: each touched chunk once, in order', () =>
   );
   assert.deepEqual([...touchedChunks(ex, 1024)], [0, 1, 2, 3]);
   assert.deepEqual([...touchedChunks(ex, 1024, 2)], [2, 3]);
-  assert.throws(() => normaliseExtents([{ offset: 4990, length: 20 }], 5000, 'disk 0'), /beyond the disk capacity 5000/);
+  assert.throws(
+    () => normaliseExtents([{ offset: 4990, length: 20 }], 5000, 'disk 0'),
+    /beyond the disk capacity 5000/,
+  );
 });
 
 test('sample images are deterministic, sparse, VM-like, and mutateImage reports exactly what changed', async () => {
@@ -59,8 +62,16 @@ test('sample images are deterministic, sparse, VM-like, and mutateImage reports 
     const size = 32 * 1024 * 1024 + 512;
     await writeSampleImage(a, { sizeBytes: size, seed: 3 });
     await writeSampleImage(b, { sizeBytes: size, seed: 3 });
-    const ha = createHash('sha256').update(await readFile(a)).digest('hex');
-    assert.equal(ha, createHash('sha256').update(await readFile(b)).digest('hex'), 'same seed, same bytes');
+    const ha = createHash('sha256')
+      .update(await readFile(a))
+      .digest('hex');
+    assert.equal(
+      ha,
+      createHash('sha256')
+        .update(await readFile(b))
+        .digest('hex'),
+      'same seed, same bytes',
+    );
     const st = await stat(a);
     assert.equal(st.size, size);
     assert.ok(st.blocks * 512 < size, 'holes are left unallocated');
@@ -72,7 +83,8 @@ test('sample images are deterministic, sparse, VM-like, and mutateImage reports 
     const extents = await mutateImage(a, { fraction: 0.1, blockSize: 64 * 1024, seed: 4 });
     const after = await readFile(a);
     const blocks = Math.ceil(size / 65536);
-    const inExtents = (blk: number) => extents.some((e) => e.offset <= blk * 65536 && blk * 65536 < e.offset + e.length);
+    const inExtents = (blk: number) =>
+      extents.some((e) => e.offset <= blk * 65536 && blk * 65536 < e.offset + e.length);
     let changed = 0;
     let listed = 0;
     for (let blk = 0; blk < blocks; blk++) {
@@ -94,8 +106,14 @@ test('sample images are deterministic, sparse, VM-like, and mutateImage reports 
     const c = await readFile(clone);
     const p = await readFile(tpl);
     let same = 0;
-    for (let blk = 0; blk < blocks; blk++) if (c.subarray(blk * 65536, (blk + 1) * 65536).equals(p.subarray(blk * 65536, (blk + 1) * 65536))) same++;
-    assert.equal(same, blocks - Math.round(blocks * 0.05), 'a clone shares all but the diverged blocks with its template');
+    for (let blk = 0; blk < blocks; blk++)
+      if (c.subarray(blk * 65536, (blk + 1) * 65536).equals(p.subarray(blk * 65536, (blk + 1) * 65536)))
+        same++;
+    assert.equal(
+      same,
+      blocks - Math.round(blocks * 0.05),
+      'a clone shares all but the diverged blocks with its template',
+    );
   } finally {
     await t.cleanup();
   }

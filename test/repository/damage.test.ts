@@ -62,9 +62,16 @@ test('a flipped byte in a chunk: verify names the point and chunk and exits 3; r
   assert.match(v.stdout, /authentication failed/);
   const vj = cli(['repo', 'verify', '--repo', repo, '--json']);
   assert.equal(vj.status, 3);
-  const report = JSON.parse(vj.stdout) as { ok: boolean; damagedChunks: string[]; points: Array<{ id: string; ok: boolean }> };
+  const report = JSON.parse(vj.stdout) as {
+    ok: boolean;
+    damagedChunks: string[];
+    points: Array<{ id: string; ok: boolean }>;
+  };
   assert.deepEqual(report.damagedChunks, [id]);
-  assert.deepEqual(report.points.map((p) => [p.id, p.ok]), [[pointId, false]]);
+  assert.deepEqual(
+    report.points.map((p) => [p.id, p.ok]),
+    [[pointId, false]],
+  );
   const out = join(dir.path, 'restore-bad.img');
   const r = cli(['repo', 'restore', '--repo', repo, '--point', pointId, '--disk', '0', '--output', out]);
   assert.equal(r.status, 1);
@@ -80,8 +87,24 @@ test('a truncated chunk and a missing chunk are named by verify and by restore',
   const v = cli(['repo', 'verify', '--repo', repo]);
   assert.equal(v.status, 3);
   assert.match(v.stdout, new RegExp(`${a!.split('/').pop()}\\): damaged chunk .*truncated`));
-  assert.match(v.stdout, new RegExp(`missing chunk ${b!.split('/').pop()}: referenced by restore point ${pointId} disk 0 chunk \\d+`));
-  const r = cli(['repo', 'restore', '--repo', repo, '--point', pointId, '--disk', '0', '--output', join(dir.path, 'x.img')]);
+  assert.match(
+    v.stdout,
+    new RegExp(
+      `missing chunk ${b!.split('/').pop()}: referenced by restore point ${pointId} disk 0 chunk \\d+`,
+    ),
+  );
+  const r = cli([
+    'repo',
+    'restore',
+    '--repo',
+    repo,
+    '--point',
+    pointId,
+    '--disk',
+    '0',
+    '--output',
+    join(dir.path, 'x.img'),
+  ]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /(damaged|missing) chunk [0-9a-f]{64}/);
 });
@@ -92,8 +115,22 @@ test('a bit-flipped or truncated index, and a bit-flipped manifest, are reported
   await flipByte(index, 64 + 30);
   let v = cli(['repo', 'verify', '--repo', repo1]);
   assert.equal(v.status, 3);
-  assert.match(v.stdout, new RegExp(`index disk 0: damaged index ${pointId}/disk 0: block 0 .*fails authentication`));
-  const r = cli(['repo', 'restore', '--repo', repo1, '--point', pointId, '--disk', '0', '--output', join(dir.path, 'y.img')]);
+  assert.match(
+    v.stdout,
+    new RegExp(`index disk 0: damaged index ${pointId}/disk 0: block 0 .*fails authentication`),
+  );
+  const r = cli([
+    'repo',
+    'restore',
+    '--repo',
+    repo1,
+    '--point',
+    pointId,
+    '--disk',
+    '0',
+    '--output',
+    join(dir.path, 'y.img'),
+  ]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /damaged index/);
 
@@ -142,7 +179,18 @@ test('wrong passphrase, newer format, missing image and bad command lines get sp
   assert.equal(r.status, 1);
   assert.match(r.stderr, /no vbproxy repository at/);
 
-  r = cli(['repo', 'restore', '--repo', repo, '--point', 'nonsense', '--disk', '0', '--output', join(dir.path, 'z.img')]);
+  r = cli([
+    'repo',
+    'restore',
+    '--repo',
+    repo,
+    '--point',
+    'nonsense',
+    '--disk',
+    '0',
+    '--output',
+    join(dir.path, 'z.img'),
+  ]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /restore point "nonsense" not found/);
 
@@ -166,10 +214,15 @@ test('a full disk (ENOSPC) fails the backup with a specific error and commits no
   const repo = join(mnt, 'repo');
   let r = cli(['repo', 'init', '--repo', repo, '--chunk-size', '64K']);
   assert.equal(r.status, 0, r.stderr);
-  const big = await makeImage(join(dir.path, 'random.img'), 6 * 1024 * 1024, [[0, noise(6 * 1024 * 1024, 5)]]);
+  const big = await makeImage(join(dir.path, 'random.img'), 6 * 1024 * 1024, [
+    [0, noise(6 * 1024 * 1024, 5)],
+  ]);
   r = cli(['repo', 'backup-image', '--repo', repo, '--image', big, '--name', 'full-disk']);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, new RegExp(`no space left on the device holding ${mnt}/repo/.*nothing was committed`));
+  assert.match(
+    r.stderr,
+    new RegExp(`no space left on the device holding ${mnt}/repo/.*nothing was committed`),
+  );
   r = cli(['repo', 'list', '--repo', repo, '--json']);
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual((JSON.parse(r.stdout) as { points: unknown[] }).points, []);

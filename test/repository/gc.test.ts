@@ -3,7 +3,16 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { RawImageSource } from '../../src/pipeline/image-file.js';
 import type { DiskSource } from '../../src/pipeline/disk.js';
-import { assertSameFile, backupImage, makeImage, mixedImage, newRepo, noise, tempDir, text } from './helpers.js';
+import {
+  assertSameFile,
+  backupImage,
+  makeImage,
+  mixedImage,
+  newRepo,
+  noise,
+  tempDir,
+  text,
+} from './helpers.js';
 
 /** A source that reads slowly, so that GC runs many times while the backup is in progress. */
 async function slowSource(path: string, delayMs: number): Promise<DiskSource & { inner: RawImageSource }> {
@@ -49,7 +58,10 @@ test('GC running concurrently with backups loses nothing, and still collects wha
     const statsB = await s1.backupDisk(srcB, { disk: 0 });
     assert.ok(statsB.dedupChunks >= 16, `the backup of B reused the orphaned chunks (${statsB.dedupChunks})`);
     const first = await repo.gc({ graceMs: 0 });
-    assert.ok(first.chunksDeleted >= 16, `the unique orphaned chunks of C were collected (${first.chunksDeleted})`);
+    assert.ok(
+      first.chunksDeleted >= 16,
+      `the unique orphaned chunks of C were collected (${first.chunksDeleted})`,
+    );
 
     // An incremental based on p1, slow, while GC runs again and again with no grace period.
     const s2 = await repo.beginBackup({ name: 'vm-a' });

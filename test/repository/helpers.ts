@@ -46,7 +46,11 @@ export function text(length: number, seed: number): Buffer {
 /**
  * Writes an image of `size` bytes from pieces at offsets; the rest stays holes. Returns its path.
  */
-export async function makeImage(path: string, size: number, pieces: Array<[number, Buffer]>): Promise<string> {
+export async function makeImage(
+  path: string,
+  size: number,
+  pieces: Array<[number, Buffer]>,
+): Promise<string> {
   const fh = await open(path, 'w');
   await fh.truncate(size);
   for (const [off, data] of pieces) await fh.write(data, 0, data.length, off);
@@ -95,7 +99,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function cli(args: string[], env: Record<string, string | undefined> = { VBPROXY_REPO_PASSPHRASE: PASSPHRASE }): CliResult {
+export function cli(
+  args: string[],
+  env: Record<string, string | undefined> = { VBPROXY_REPO_PASSPHRASE: PASSPHRASE },
+): CliResult {
   const r = spawnSync(process.execPath, [cliPath, ...args], {
     encoding: 'utf8',
     env: { ...process.env, VBPROXY_REPO_PASSPHRASE: undefined, VBPROXY_LOG_LEVEL: 'silent', ...env },
@@ -103,7 +110,10 @@ export function cli(args: string[], env: Record<string, string | undefined> = { 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export function cliAsync(args: string[], env: Record<string, string | undefined> = { VBPROXY_REPO_PASSPHRASE: PASSPHRASE }): Promise<CliResult> {
+export function cliAsync(
+  args: string[],
+  env: Record<string, string | undefined> = { VBPROXY_REPO_PASSPHRASE: PASSPHRASE },
+): Promise<CliResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cliPath, ...args], {
       env: { ...process.env, VBPROXY_LOG_LEVEL: 'silent', ...env },
@@ -123,6 +133,8 @@ export async function assertSameFile(actual: string, expected: string, message?:
   if (a.length !== b.length || !a.equals(b)) {
     let i = 0;
     while (i < Math.min(a.length, b.length) && a[i] === b[i]) i++;
-    throw new Error(`${message ?? actual}: differs from ${expected} at byte ${i} (sizes ${a.length} and ${b.length})`);
+    throw new Error(
+      `${message ?? actual}: differs from ${expected} at byte ${i} (sizes ${a.length} and ${b.length})`,
+    );
   }
 }

@@ -13,19 +13,38 @@ interface Case {
 const cases: Case[] = [
   {
     name: 'keep-last keeps the newest N',
-    times: ['2026-01-01T10:00:00Z', '2026-01-02T10:00:00Z', '2026-01-03T10:00:00Z', '2026-01-04T10:00:00Z', '2026-01-05T10:00:00Z'],
+    times: [
+      '2026-01-01T10:00:00Z',
+      '2026-01-02T10:00:00Z',
+      '2026-01-03T10:00:00Z',
+      '2026-01-04T10:00:00Z',
+      '2026-01-05T10:00:00Z',
+    ],
     policy: { keepLast: 3 },
     keep: ['2026-01-03T10:00:00Z', '2026-01-04T10:00:00Z', '2026-01-05T10:00:00Z'],
   },
   {
     name: 'keep-daily keeps the newest point of each of the last N days that have points',
-    times: ['2026-03-01T01:00:00Z', '2026-03-01T23:00:00Z', '2026-03-02T08:00:00Z', '2026-03-02T09:00:00Z', '2026-03-04T00:30:00Z'],
+    times: [
+      '2026-03-01T01:00:00Z',
+      '2026-03-01T23:00:00Z',
+      '2026-03-02T08:00:00Z',
+      '2026-03-02T09:00:00Z',
+      '2026-03-04T00:30:00Z',
+    ],
     policy: { keepDaily: 2 },
     keep: ['2026-03-02T09:00:00Z', '2026-03-04T00:30:00Z'],
   },
   {
     name: 'keep-last then keep-daily: days already covered by a kept point are skipped',
-    times: ['2026-03-01T01:00:00Z', '2026-03-01T23:00:00Z', '2026-03-02T08:00:00Z', '2026-03-02T09:00:00Z', '2026-03-03T10:00:00Z', '2026-03-03T11:00:00Z'],
+    times: [
+      '2026-03-01T01:00:00Z',
+      '2026-03-01T23:00:00Z',
+      '2026-03-02T08:00:00Z',
+      '2026-03-02T09:00:00Z',
+      '2026-03-03T10:00:00Z',
+      '2026-03-03T11:00:00Z',
+    ],
     policy: { keepLast: 1, keepDaily: 2 },
     keep: ['2026-03-01T23:00:00Z', '2026-03-02T09:00:00Z', '2026-03-03T11:00:00Z'],
   },
@@ -79,7 +98,10 @@ for (const c of cases) {
       c.times.map((t) => ({ id: t, time: new Date(t) })),
       c.policy,
     );
-    const kept = [...decisions].filter(([, d]) => d.keep).map(([id]) => id).sort();
+    const kept = [...decisions]
+      .filter(([, d]) => d.keep)
+      .map(([id]) => id)
+      .sort();
     assert.deepEqual(kept, [...c.keep].sort());
     assert.equal(decisions.size, c.times.length);
   });

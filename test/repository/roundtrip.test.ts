@@ -4,7 +4,17 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../../src/repository/repository.js';
 import { IndexReader } from '../../src/repository/index-file.js';
-import { assertSameFile, backupImage, mixedImage, newRepo, tempDir, PASSPHRASE, makeImage, noise, text } from './helpers.js';
+import {
+  assertSameFile,
+  backupImage,
+  mixedImage,
+  newRepo,
+  tempDir,
+  PASSPHRASE,
+  makeImage,
+  noise,
+  text,
+} from './helpers.js';
 import { mutateImage, writeSampleImage } from '../../src/lab/sample-image.js';
 
 test('full backup and restore are byte-identical for holes, written zeros, duplicates and a ragged end', async () => {
@@ -26,7 +36,10 @@ test('full backup and restore are byte-identical for holes, written zeros, dupli
     await repo.close();
     const again = await Repository.open(join(t.path, 'repo'), PASSPHRASE);
     const range = await again.readRange(m.id, 0, 2 * 1024 * 1024 - 100, 300 * 1024);
-    assert.deepEqual(range, (await readFile(image)).subarray(2 * 1024 * 1024 - 100, 2 * 1024 * 1024 - 100 + 300 * 1024));
+    assert.deepEqual(
+      range,
+      (await readFile(image)).subarray(2 * 1024 * 1024 - 100, 2 * 1024 * 1024 - 100 + 300 * 1024),
+    );
     const rangeFile = join(t.path, 'range.img');
     await again.restoreToFile(m.id, 0, rangeFile, { range: { offset: 5 * 1024 * 1024, length: 12345 } });
     assert.deepEqual(await readFile(rangeFile), (await readFile(image)).subarray(5 * 1024 * 1024));
@@ -53,12 +66,22 @@ test('an incremental from changed extents equals a full backup of the same conte
     const extents = [...changed, hole, { offset: 1024 * 1024, length: 65536 }];
     const incr = await backupImage(repo, image, 'vm', { base: full.id, extents });
     assert.equal(incr.disks[0]!.mode, 'incremental');
-    assert.ok(incr.disks[0]!.stats.readBytes < 0.2 * (await stat(image)).size, 'only the changed chunks are read');
+    assert.ok(
+      incr.disks[0]!.stats.readBytes < 0.2 * (await stat(image)).size,
+      'only the changed chunks are read',
+    );
     assert.ok(incr.disks[0]!.stats.reusedChunks > 0);
     const fullAgain = await backupImage(repo, image, 'vm');
-    const a = await IndexReader.open(repo.backend, repo.keys.indexEnc, incr.id, 0, { capacity: incr.disks[0]!.capacity, chunkSize: repo.chunkSize });
-    const b = await IndexReader.open(repo.backend, repo.keys.indexEnc, fullAgain.id, 0, { capacity: fullAgain.disks[0]!.capacity, chunkSize: repo.chunkSize });
-    for (let i = 0; i < a.blockCount; i++) assert.deepEqual(await a.block(i), await b.block(i), `index block ${i}`);
+    const a = await IndexReader.open(repo.backend, repo.keys.indexEnc, incr.id, 0, {
+      capacity: incr.disks[0]!.capacity,
+      chunkSize: repo.chunkSize,
+    });
+    const b = await IndexReader.open(repo.backend, repo.keys.indexEnc, fullAgain.id, 0, {
+      capacity: fullAgain.disks[0]!.capacity,
+      chunkSize: repo.chunkSize,
+    });
+    for (let i = 0; i < a.blockCount; i++)
+      assert.deepEqual(await a.block(i), await b.block(i), `index block ${i}`);
     const out = join(t.path, 'incr.img');
     await repo.restoreToFile(incr.id, 0, out);
     await assertSameFile(out, image);
@@ -104,7 +127,10 @@ test('a failed disk read resumes from the last durable chunk', async () => {
     failAt = undefined;
     reads.length = 0;
     await s.backupDisk(flaky, { disk: 0 });
-    assert.ok(reads.every((o) => o >= durable * 64 * 1024), 'the retry does not re-read durable chunks');
+    assert.ok(
+      reads.every((o) => o >= durable * 64 * 1024),
+      'the retry does not re-read durable chunks',
+    );
     const m = await s.commit({ consistency: 'crash' });
     await real.close();
     const out = join(t.path, 'out.img');

@@ -29,14 +29,20 @@ test('no passphrase or key appears in any output or repository file; change-pass
     };
     assert.equal(run(['repo', 'init', '--repo', repo, '--chunk-size', '64K', '--json']).status, 0);
     assert.equal(run(['repo', 'backup-image', '--repo', repo, '--image', image, '--name', 'vm']).status, 0);
-    assert.equal(run(['repo', 'backup-image', '--repo', repo, '--image', image, '--name', 'vm', '--json']).status, 0);
+    assert.equal(
+      run(['repo', 'backup-image', '--repo', repo, '--image', image, '--name', 'vm', '--json']).status,
+      0,
+    );
     const list = run(['repo', 'list', '--repo', repo, '--json']);
     const points = (JSON.parse(list.stdout) as { points: Array<{ id: string }> }).points;
     assert.equal(points.length, 2);
     run(['repo', 'list', '--repo', repo]);
     assert.equal(run(['repo', 'verify', '--repo', repo, '--json']).status, 0);
     assert.equal(run(['repo', 'verify', '--repo', repo, '--sample', '0.5']).status, 0);
-    assert.equal(run(['repo', 'list', '--repo', repo], { VBPROXY_REPO_PASSPHRASE: `${PASSPHRASE}x` }).status, 1);
+    assert.equal(
+      run(['repo', 'list', '--repo', repo], { VBPROXY_REPO_PASSPHRASE: `${PASSPHRASE}x` }).status,
+      1,
+    );
 
     const chunkDir = join(repo, 'chunks');
     const before = new Map<string, number>();
@@ -44,16 +50,24 @@ test('no passphrase or key appears in any output or repository file; change-pass
 
     const newFile = join(t.path, 'new-pass');
     await writeFile(newFile, `${newPass}\n`);
-    assert.equal(run(['repo', 'change-passphrase', '--repo', repo, '--new-passphrase-file', newFile]).status, 0);
+    assert.equal(
+      run(['repo', 'change-passphrase', '--repo', repo, '--new-passphrase-file', newFile]).status,
+      0,
+    );
     const old = run(['repo', 'list', '--repo', repo]);
     assert.equal(old.status, 1);
     assert.match(old.stderr, /wrong passphrase/);
     const env = { VBPROXY_REPO_PASSPHRASE: newPass };
     assert.equal(run(['repo', 'verify', '--repo', repo], env).status, 0);
     const out = join(t.path, 'out.img');
-    assert.equal(run(['repo', 'restore', '--repo', repo, '--point', points[1]!.id, '--disk', '0', '--output', out], env).status, 0);
+    assert.equal(
+      run(['repo', 'restore', '--repo', repo, '--point', points[1]!.id, '--disk', '0', '--output', out], env)
+        .status,
+      0,
+    );
     await assertSameFile(out, image);
-    for (const f of await allFiles(chunkDir)) assert.equal((await stat(f)).mtimeMs, before.get(f), `${f} was not rewritten`);
+    for (const f of await allFiles(chunkDir))
+      assert.equal((await stat(f)).mtimeMs, before.get(f), `${f} was not rewritten`);
     assert.equal(run(['repo', 'prune', '--repo', repo, '--keep-last', '1'], env).status, 0);
     assert.equal(run(['repo', 'gc', '--repo', repo, '--grace-seconds', '0'], env).status, 0);
     assert.equal(run(['repo', 'verify', '--repo', repo], env).status, 0);
@@ -69,7 +83,8 @@ test('no passphrase or key appears in any output or repository file; change-pass
       for (const s of secrets) {
         assert.equal(content.includes(Buffer.from(s)), false, `a secret appeared in ${f}`);
       }
-      for (const k of Object.values(r.keys) as Buffer[]) assert.equal(content.includes(k), false, `a raw key appeared in ${f}`);
+      for (const k of Object.values(r.keys) as Buffer[])
+        assert.equal(content.includes(k), false, `a raw key appeared in ${f}`);
     }
   } finally {
     await t.cleanup();

@@ -3,10 +3,18 @@ import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { NoSpaceError, RepositoryError } from '../errors.js';
-import { ObjectNotFoundError, TEMP_MARK, type Backend, type ObjectInfo, type ObjectWriter } from '../backend.js';
+import {
+  ObjectNotFoundError,
+  TEMP_MARK,
+  type Backend,
+  type ObjectInfo,
+  type ObjectWriter,
+} from '../backend.js';
 
 function errno(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+  return typeof err === 'object' && err !== null && 'code' in err
+    ? String((err as { code: unknown }).code)
+    : undefined;
 }
 
 /**
@@ -28,10 +36,14 @@ export class LocalBackend implements Backend {
     if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(this.abs(path), err);
     if (code === 'ENOENT') return new ObjectNotFoundError(this.location, path, err);
     if (err instanceof RepositoryError) return err;
-    return new RepositoryError('REPO_IO', `could not ${action} ${this.abs(path)}: ${String((err as Error).message ?? err)}`, {
-      cause: err,
-      transient: code === 'EIO' || code === 'EAGAIN' || code === 'ETIMEDOUT' || code === 'ESTALE',
-    });
+    return new RepositoryError(
+      'REPO_IO',
+      `could not ${action} ${this.abs(path)}: ${String((err as Error).message ?? err)}`,
+      {
+        cause: err,
+        transient: code === 'EIO' || code === 'EAGAIN' || code === 'ETIMEDOUT' || code === 'ESTALE',
+      },
+    );
   }
 
   private async ensureDir(dir: string): Promise<void> {
