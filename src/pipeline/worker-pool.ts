@@ -1,0 +1,132 @@
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { CorruptObjectError, RepositoryError } from '../repository/errors.js';
+import type { ChunkKeys } from '../repository/chunk-codec.js';
+
+/** What a worker is started with (keys stay in memory, never logged). */
+export interface WorkerInit {
+  readonly chunkId: Uint8Array;
+  readonly chunkEnc: Uint8Array;
+  readonly chunkSize: number;
+}
+
+export type WorkerRequest =
+  | { seq: number; op: 'hash'; data: Uint8Array }
+  | { seq: number; op: 'seal'; id: Uint8Array; data: Uint8Array }
+  | { seq: number; op: 'open'; id: Uint8Array; data: Uint8Array; expectedLength: number | undefined };
+
+export type WorkerResponse =
+  | { seq: number; ok: true; id: Uint8Array | null; data: Uint8Array }
+  | { seq: number; ok: false; corrupt: boolean; message: string };
+
+interface Pending {
+  resolve: (r: { id: Buffer | null; data: Buffer }) => void;
+  reject: (e: Error) => void;
+  idHex: string | undefined;
+}
+
+function owned(buf: Buffer): Buffer {
+  if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
+  const copy = Buffer.allocUnsafeSlow(buf.length);
+  buf.copy(copy);
+  return copy;
+}
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/**
+ * A fixed pool of chunk workers (one per core by default). Each call transfers its buffer to a
+ * worker (the caller must not use it afterwards) and resolves with a buffer the caller owns.
+ * Callers bound the work in flight; the pool only spreads it.
+ */
+export class ChunkWorkerPool {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private seq = 0;
+  private closed = false;
+  private failure: Error | undefined;
+
+  constructor(keys: ChunkKeys, chunkSize: number, size = Math.max(1, Math.min(availableParallelism(), 8))) {
+    const init: WorkerInit = { chunkId: keys.chunkId, chunkEnc: keys.chunkEnc, chunkSize };
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: init });
+      w.unref();
+      const index = i;
+      w.on('message', (res: WorkerResponse) => this.settle(index, res));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (!this.closed)
+          this.fail(new RepositoryError('REPO_WORKER', `chunk worker exited with code ${code}`));
+      });
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  private fail(err: Error): void {
+    this.failure = err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private settle(index: number, res: WorkerResponse): void {
+    this.load[index] = (this.load[index] ?? 1) - 1;
+    const p = this.pending.get(res.seq);
+    if (!p) return;
+    this.pending.delete(res.seq);
+    if (res.ok) {
+      p.resolve({ id: res.id ? Buffer.from(res.id) : null, data: asBuffer(res.data) });
+    } else if (res.corrupt) {
+      p.reject(new CorruptObjectError('chunk', p.idHex ?? '?', res.message));
+    } else {
+      p.reject(new RepositoryError('REPO_WORKER', `chunk worker failed: ${res.message}`));
+    }
+  }
+
+  private submit(
+    req: WorkerRequest,
+    transfer: ArrayBuffer,
+    idHex?: string,
+  ): Promise<{ id: Buffer | null; data: Buffer }> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
+    let best = 0;
+    for (let i = 1; i < this.workers.length; i++) if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
+    this.load[best] = (this.load[best] ?? 0) + 1;
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.seq, { resolve, reject, idHex });
+      this.workers[best]!.postMessage(req, [transfer]);
+    });
+  }
+
+  /** The chunk id of `data` (null for all zeros); `data` comes back in the result. */
+  hash(data: Buffer): Promise<{ id: Buffer | null; data: Buffer }> {
+    const d = owned(data);
+    return this.submit({ seq: ++this.seq, op: 'hash', data: d }, d.buffer as ArrayBuffer);
+  }
+
+  /** The sealed chunk object for `data`. */
+  async seal(id: Buffer, data: Buffer): Promise<Buffer> {
+    const d = owned(data);
+    return (await this.submit({ seq: ++this.seq, op: 'seal', id, data: d }, d.buffer as ArrayBuffer)).data;
+  }
+
+  /** The verified plaintext of a chunk object; CorruptObjectError naming the chunk otherwise. */
+  async open(id: Buffer, object: Buffer, expectedLength?: number): Promise<Buffer> {
+    const d = owned(object);
+    const req: WorkerRequest = { seq: ++this.seq, op: 'open', id, data: d, expectedLength };
+    return (await this.submit(req, d.buffer as ArrayBuffer, id.toString('hex'))).data;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
