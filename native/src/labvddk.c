@@ -389,6 +389,7 @@ API VixError VixDiskLib_InitEx(uint32_t majorVersion, uint32_t minorVersion, Vix
   if (g_nIoThreads < 1) g_nIoThreads = 1;
   if (g_nIoThreads > MAX_IO_THREADS) g_nIoThreads = MAX_IO_THREADS;
   g_qStop = 0;
+  srand((unsigned)getpid() ^ (unsigned)time(NULL));
   for (int i = 0; i < g_nIoThreads; i++) pthread_create(&g_ioThreads[i], NULL, io_thread, NULL);
   g_state = 1;
   pthread_mutex_unlock(&g_lock);
