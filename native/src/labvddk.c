@@ -276,7 +276,8 @@ struct Handle {
   char *ddbValue[MAX_KEYS];
   int nDdb;
   atomic_int busy;
-  atomic_int pending;
+  atomic_int pending;     /* asynchronous I/O queued or running (not yet completed) */
+  atomic_int outstanding; /* asynchronous I/O whose callback has not yet returned */
   pthread_mutex_t writeLock;
   pthread_mutex_t pendLock;
   pthread_cond_t pendCond;
@@ -345,11 +346,13 @@ static void *io_thread(void *arg) {
     pthread_mutex_unlock(&g_qLock);
 
     int code = j->isWrite ? do_write(j->h, j->sector, j->count, j->buf) : do_read(j->h, j->sector, j->count, j->buf, j->readNo);
-    if (j->cb) j->cb(j->cbData, fail(code));
     Handle *h = j->h;
+    /* The I/O is complete before its callback runs: the caller may issue other I/O from the callback. */
+    atomic_fetch_sub(&h->pending, 1);
+    if (j->cb) j->cb(j->cbData, fail(code));
     free(j);
     pthread_mutex_lock(&h->pendLock);
-    if (atomic_fetch_sub(&h->pending, 1) == 1) pthread_cond_broadcast(&h->pendCond);
+    if (atomic_fetch_sub(&h->outstanding, 1) == 1) pthread_cond_broadcast(&h->pendCond);
     pthread_mutex_unlock(&h->pendLock);
   }
 }
@@ -1067,6 +1070,10 @@ API VixError VixDiskLib_Open(const VixDiskLibConnection connection, const char *
 }
 
 static int close_handle(Handle *h) {
+  /* Callbacks of completed I/O may still be returning on library threads: let them finish. */
+  pthread_mutex_lock(&h->pendLock);
+  while (atomic_load(&h->outstanding) > 0) pthread_cond_wait(&h->pendCond, &h->pendLock);
+  pthread_mutex_unlock(&h->pendLock);
   pthread_mutex_lock(&g_lock);
   for (size_t i = 0; i < sizeof g_handles / sizeof g_handles[0]; i++)
     if (g_handles[i] == h) g_handles[i] = NULL;
@@ -1354,6 +1361,7 @@ static VixError async_io(Handle *h, const char *fn, uint64_t sector, uint64_t co
   j->cbData = cbData;
   if (!isWrite) j->readNo = atomic_fetch_add(&h->conn->readCount, 1) + 1;
   atomic_fetch_add(&h->pending, 1);
+  atomic_fetch_add(&h->outstanding, 1);
   pthread_mutex_lock(&g_qLock);
   if (g_qTail)
     g_qTail->next = j;
@@ -1385,7 +1393,7 @@ API VixError VixDiskLib_Wait(VixDiskLibHandle diskHandle) {
   Handle *h = (Handle *)diskHandle;
   if (!handle_valid(h)) return fail(E_INVALID_HANDLE);
   pthread_mutex_lock(&h->pendLock);
-  while (atomic_load(&h->pending) > 0) pthread_cond_wait(&h->pendCond, &h->pendLock);
+  while (atomic_load(&h->outstanding) > 0) pthread_cond_wait(&h->pendCond, &h->pendLock);
   pthread_mutex_unlock(&h->pendLock);
   return VIX_OK;
 }
