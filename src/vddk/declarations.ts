@@ -8,7 +8,7 @@
  * the raw pointer it must hand back to the matching Free function.
  */
 import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
-import { VddkLibraryError } from './errors.js';
+import { vddkErrorFromFailure, vixCode, VddkLibraryError, type VddkError } from './errors.js';
 
 /** A raw pointer as koffi hands it over (an opaque external value, or a BigInt address). */
 export type Pointer = unknown;
@@ -336,4 +336,20 @@ export function bindLibrary(path: string): BoundLibrary {
     }
   }
   return { path, fn: fn as VddkFunctions, types: t, unload: () => lib.unload() };
+}
+
+/** VDDK's text for a VixError (GetErrorText, then FreeErrorText). */
+export function libraryErrorText(lib: BoundLibrary, raw: VixResult): string {
+  const ptr = lib.fn.VixDiskLib_GetErrorText(raw, null);
+  if (ptr === null) return `VixError ${vixCode(raw)}`;
+  try {
+    return koffi.decode.string(ptr);
+  } finally {
+    lib.fn.VixDiskLib_FreeErrorText(ptr);
+  }
+}
+
+/** The typed error for a raw VixError result of `operation` (for code that calls the library directly). */
+export function resultError(lib: BoundLibrary, operation: string, raw: VixResult, object?: string, detail?: string): VddkError {
+  return vddkErrorFromFailure({ code: vixCode(raw), operation, text: libraryErrorText(lib, raw), object, detail });
 }

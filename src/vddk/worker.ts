@@ -13,7 +13,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import koffi from 'koffi';
-import { bindLibrary, type BoundLibrary, type Pointer, type VixResult } from './declarations.js';
+import { bindLibrary, libraryErrorText, type BoundLibrary, type Pointer, type VixResult } from './declarations.js';
 import { Vix, vixCode, VddkError, type VixFailure } from './errors.js';
 import type { ConnectParamsFields } from './connect-params.js';
 import type { DiskInfo, LibraryIdentity, Request, RequestMessage, WorkerMessage, WorkerStart } from './protocol.js';
@@ -77,13 +77,7 @@ let nextId = 1;
 let callbacks: { log: bigint; warn: bigint; panic: bigint; completion: bigint } | undefined;
 
 function errorText(raw: VixResult): string {
-  const ptr = lib.fn.VixDiskLib_GetErrorText(raw, null);
-  if (ptr === null) return `VixError ${vixCode(raw)}`;
-  try {
-    return koffi.decode.string(ptr);
-  } finally {
-    lib.fn.VixDiskLib_FreeErrorText(ptr);
-  }
+  return libraryErrorText(lib, raw);
 }
 
 class Failure extends Error {
