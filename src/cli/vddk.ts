@@ -7,8 +7,13 @@ export function registerVddkCommands(program: Command): void {
   const vddk = program.command('vddk').description('the VDDK library (libvixDiskLib) used for disk access');
   vddk
     .command('info')
-    .description('load and initialise VDDK, then print its version, transport modes and whether it is the lab library')
-    .option('--libdir <dir>', 'VDDK distribution directory holding lib64/ (default: VBPROXY_VDDK_LIBDIR, else the lab VDDK)')
+    .description(
+      'load and initialise VDDK, then print its version, transport modes and whether it is the lab library',
+    )
+    .option(
+      '--libdir <dir>',
+      'VDDK distribution directory holding lib64/ (default: VBPROXY_VDDK_LIBDIR, else the lab VDDK)',
+    )
     .option('--config <file>', 'VDDK configuration file passed to InitEx (default: VBPROXY_VDDK_CONFIG)')
     .option('--json', 'print JSON')
     .action(async (opts: { libdir?: string; config?: string; json?: boolean }) => {

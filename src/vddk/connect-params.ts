@@ -42,7 +42,9 @@ export function thumbprintFromPem(pem: string | Buffer): string {
   try {
     return new X509Certificate(pem).fingerprint.toUpperCase();
   } catch (cause) {
-    throw new VddkError('VDDK_BAD_CERTIFICATE', 'cannot read the vCenter certificate (expected PEM)', { cause });
+    throw new VddkError('VDDK_BAD_CERTIFICATE', 'cannot read the vCenter certificate (expected PEM)', {
+      cause,
+    });
   }
 }
 
@@ -85,7 +87,10 @@ export function connectParamsFields(spec: VddkConnectionSpec, withVm = true): Co
   }
   const c = spec.credentials;
   if (c.kind === 'password' && (!c.userName || !c.password)) {
-    throw new VddkError('VDDK_BAD_SPEC', `the VDDK credentials for ${spec.server} need a user name and a password`);
+    throw new VddkError(
+      'VDDK_BAD_SPEC',
+      `the VDDK credentials for ${spec.server} need a user name and a password`,
+    );
   }
   if (c.kind === 'session' && !c.cookie) {
     throw new VddkError('VDDK_BAD_SPEC', `the VDDK session credentials for ${spec.server} have no cookie`);

@@ -194,14 +194,18 @@ export const VDDK_FUNCTIONS = {
   VixDiskLib_Exit: decl<() => void>('void VixDiskLib_Exit()'),
   VixDiskLib_ListTransportModes: decl<() => string>('const char *VixDiskLib_ListTransportModes()'),
   VixDiskLib_AllocateConnectParams: decl<() => Params>('void *VixDiskLib_AllocateConnectParams()'),
-  VixDiskLib_FreeConnectParams: decl<(params: Params) => void>('void VixDiskLib_FreeConnectParams(void *params)'),
+  VixDiskLib_FreeConnectParams: decl<(params: Params) => void>(
+    'void VixDiskLib_FreeConnectParams(void *params)',
+  ),
   VixDiskLib_PrepareForAccess: decl<(params: Params, identity: string) => VixResult>(
     'VixError VixDiskLib_PrepareForAccess(void *connectParams, const char *identity)',
   ),
   VixDiskLib_EndAccess: decl<(params: Params, identity: string) => VixResult>(
     'VixError VixDiskLib_EndAccess(void *connectParams, const char *identity)',
   ),
-  VixDiskLib_Cleanup: decl<(params: Params, cleaned: OutSlot<number>, remaining: OutSlot<number>) => VixResult>(
+  VixDiskLib_Cleanup: decl<
+    (params: Params, cleaned: OutSlot<number>, remaining: OutSlot<number>) => VixResult
+  >(
     'VixError VixDiskLib_Cleanup(void *connectParams, _Out_ uint32_t *numCleanedUp, _Out_ uint32_t *numRemaining)',
   ),
   VixDiskLib_ConnectEx: decl<
@@ -219,11 +223,15 @@ export const VDDK_FUNCTIONS = {
   VixDiskLib_Disconnect: decl<(connection: Conn) => VixResult>(
     'VixError VixDiskLib_Disconnect(VixDiskLibConnection connection)',
   ),
-  VixDiskLib_Open: decl<(connection: Conn, path: string, flags: number, handle: OutSlot<Handle | null>) => VixResult>(
+  VixDiskLib_Open: decl<
+    (connection: Conn, path: string, flags: number, handle: OutSlot<Handle | null>) => VixResult
+  >(
     'VixError VixDiskLib_Open(VixDiskLibConnection connection, const char *path, uint32_t flags, ' +
       '_Out_ VixDiskLibHandle *diskHandle)',
   ),
-  VixDiskLib_Close: decl<(handle: Handle) => VixResult>('VixError VixDiskLib_Close(VixDiskLibHandle diskHandle)'),
+  VixDiskLib_Close: decl<(handle: Handle) => VixResult>(
+    'VixError VixDiskLib_Close(VixDiskLibHandle diskHandle)',
+  ),
   VixDiskLib_GetTransportMode: decl<(handle: Handle) => string | null>(
     'const char *VixDiskLib_GetTransportMode(VixDiskLibHandle diskHandle)',
   ),
@@ -240,26 +248,46 @@ export const VDDK_FUNCTIONS = {
       'VixDiskLibSectorType numSectors, void *writeBuffer)',
   ),
   VixDiskLib_ReadAsync: decl<
-    (handle: Handle, start: Sector, count: Sector, buffer: Pointer, cb: CallbackPointer, cbData: number) => VixResult
+    (
+      handle: Handle,
+      start: Sector,
+      count: Sector,
+      buffer: Pointer,
+      cb: CallbackPointer,
+      cbData: number,
+    ) => VixResult
   >(
     'VixError VixDiskLib_ReadAsync(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector, ' +
       'VixDiskLibSectorType numSectors, void *readBuffer, VixDiskLibCompletionCB *callback, void *cbData)',
   ),
   VixDiskLib_WriteAsync: decl<
-    (handle: Handle, start: Sector, count: Sector, buffer: Pointer, cb: CallbackPointer, cbData: number) => VixResult
+    (
+      handle: Handle,
+      start: Sector,
+      count: Sector,
+      buffer: Pointer,
+      cb: CallbackPointer,
+      cbData: number,
+    ) => VixResult
   >(
     'VixError VixDiskLib_WriteAsync(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector, ' +
       'VixDiskLibSectorType numSectors, void *writeBuffer, VixDiskLibCompletionCB *callback, void *cbData)',
   ),
-  VixDiskLib_Wait: decl<(handle: Handle) => VixResult>('VixError VixDiskLib_Wait(VixDiskLibHandle diskHandle)'),
-  VixDiskLib_Flush: decl<(handle: Handle) => VixResult>('VixError VixDiskLib_Flush(VixDiskLibHandle diskHandle)'),
+  VixDiskLib_Wait: decl<(handle: Handle) => VixResult>(
+    'VixError VixDiskLib_Wait(VixDiskLibHandle diskHandle)',
+  ),
+  VixDiskLib_Flush: decl<(handle: Handle) => VixResult>(
+    'VixError VixDiskLib_Flush(VixDiskLibHandle diskHandle)',
+  ),
   VixDiskLib_QueryAllocatedBlocks: decl<
     (handle: Handle, start: Sector, count: Sector, chunk: Sector, list: OutSlot<Pointer | null>) => VixResult
   >(
     'VixError VixDiskLib_QueryAllocatedBlocks(VixDiskLibHandle diskHandle, VixDiskLibSectorType startSector, ' +
       'VixDiskLibSectorType numSectors, VixDiskLibSectorType chunkSize, _Out_ void **blockList)',
   ),
-  VixDiskLib_FreeBlockList: decl<(list: Pointer) => VixResult>('VixError VixDiskLib_FreeBlockList(void *blockList)'),
+  VixDiskLib_FreeBlockList: decl<(list: Pointer) => VixResult>(
+    'VixError VixDiskLib_FreeBlockList(void *blockList)',
+  ),
   VixDiskLib_GetMetadataKeys: decl<
     (handle: Handle, keys: Buffer | null, maxLen: number, required: OutSlot<number>) => VixResult
   >(
@@ -275,7 +303,9 @@ export const VDDK_FUNCTIONS = {
   VixDiskLib_GetErrorText: decl<(err: VixResult, locale: null) => Pointer | null>(
     'void *VixDiskLib_GetErrorText(VixError err, const char *locale)',
   ),
-  VixDiskLib_FreeErrorText: decl<(text: Pointer | null) => void>('void VixDiskLib_FreeErrorText(void *errMsg)'),
+  VixDiskLib_FreeErrorText: decl<(text: Pointer | null) => void>(
+    'void VixDiskLib_FreeErrorText(void *errMsg)',
+  ),
   VixDiskLibLab_Identify: decl<() => string>('const char *VixDiskLibLab_Identify()', true),
 } as const;
 
@@ -350,6 +380,18 @@ export function libraryErrorText(lib: BoundLibrary, raw: VixResult): string {
 }
 
 /** The typed error for a raw VixError result of `operation` (for code that calls the library directly). */
-export function resultError(lib: BoundLibrary, operation: string, raw: VixResult, object?: string, detail?: string): VddkError {
-  return vddkErrorFromFailure({ code: vixCode(raw), operation, text: libraryErrorText(lib, raw), object, detail });
+export function resultError(
+  lib: BoundLibrary,
+  operation: string,
+  raw: VixResult,
+  object?: string,
+  detail?: string,
+): VddkError {
+  return vddkErrorFromFailure({
+    code: vixCode(raw),
+    operation,
+    text: libraryErrorText(lib, raw),
+    object,
+    detail,
+  });
 }

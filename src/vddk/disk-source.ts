@@ -40,7 +40,10 @@ export class VddkDiskSource implements DiskSource {
       if (end <= start) continue;
       const last = out[out.length - 1];
       if (last && last.offset + last.length >= start) {
-        out[out.length - 1] = { offset: last.offset, length: Math.max(last.offset + last.length, end) - last.offset };
+        out[out.length - 1] = {
+          offset: last.offset,
+          length: Math.max(last.offset + last.length, end) - last.offset,
+        };
       } else {
         out.push({ offset: start, length: end - start });
       }

@@ -61,9 +61,7 @@ export const Vix = {
   E_NET_HTTP_GENERIC: 30202,
 } as const;
 
-const names = new Map<number, string>(
-  Object.entries(Vix).map(([name, code]) => [code, `VIX_${name}`]),
-);
+const names = new Map<number, string>(Object.entries(Vix).map(([name, code]) => [code, `VIX_${name}`]));
 
 /** `err & 0xFFFF`: VDDK may set higher bits, only the low 16 carry the code. */
 export function vixCode(raw: number | bigint): number {
@@ -96,7 +94,13 @@ export class VddkError extends VbproxyError {
   constructor(
     code: string,
     message: string,
-    options: { cause?: unknown; transient?: boolean; vixCode?: number; operation?: string; vixText?: string } = {},
+    options: {
+      cause?: unknown;
+      transient?: boolean;
+      vixCode?: number;
+      operation?: string;
+      vixText?: string;
+    } = {},
   ) {
     super(code, message, options);
     this.vixCode = options.vixCode ?? 0;
@@ -235,7 +239,9 @@ export function vddkErrorFromFailure(f: VixFailure): VddkError {
   if (f.code === Vix.E_FAIL && f.operation === 'VixDiskLib_Open') {
     hint = "VDDK reports a wrong SHA-1 thumbprint this way: check the vCenter certificate's thumbprint";
   }
-  const parts = [`${f.operation}${f.object ? ` (${f.object})` : ''} failed: ${f.text} [${vixName(f.code)}, ${f.code}]`];
+  const parts = [
+    `${f.operation}${f.object ? ` (${f.object})` : ''} failed: ${f.text} [${vixName(f.code)}, ${f.code}]`,
+  ];
   if (f.detail) parts.push(f.detail.trim());
   if (hint) parts.push(hint);
   return new family.cls(`VDDK_${vixName(f.code).replace(/^VIX_/, '')}`, parts.join('; '), {

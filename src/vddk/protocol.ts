@@ -34,7 +34,14 @@ export interface DiskInfo {
 }
 
 export type Request =
-  | { op: 'connect'; fields: ConnectParamsFields | null; readOnly: boolean; snapshotRef: string | null; transports: string | null; label: string }
+  | {
+      op: 'connect';
+      fields: ConnectParamsFields | null;
+      readOnly: boolean;
+      snapshotRef: string | null;
+      transports: string | null;
+      label: string;
+    }
   | { op: 'disconnect'; conn: number }
   | { op: 'open'; conn: number; path: string; flags: number }
   | { op: 'close'; disk: number }
@@ -59,4 +66,5 @@ export type WorkerMessage =
   | { type: 'ready'; identity: LibraryIdentity }
   | { type: 'startFailed'; message: string; code: string }
   | { type: 'reply'; id: number; result?: unknown; failure?: VixFailure; message?: string }
-  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
+  | { type: 'batch'; messages: WorkerMessage[] };

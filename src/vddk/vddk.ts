@@ -23,7 +23,14 @@ import {
   Vix,
 } from './errors.js';
 import { locateLibrary, LAB_LIBDIR, onLibraryPath } from './library-path.js';
-import type { DiskInfo, LibraryIdentity, OpenResult, Request, WorkerMessage, WorkerStart } from './protocol.js';
+import type {
+  DiskInfo,
+  LibraryIdentity,
+  OpenResult,
+  Request,
+  WorkerMessage,
+  WorkerStart,
+} from './protocol.js';
 
 export const SECTOR_SIZE = 512;
 /** VIXDISKLIB_FLAG_OPEN_* */
@@ -131,7 +138,11 @@ export class Vddk {
       };
       const onError = (err: Error) => {
         cleanup();
-        reject(new VddkLibraryError('VDDK_WORKER', `the VDDK worker thread failed to start: ${err.message}`, { cause: err }));
+        reject(
+          new VddkLibraryError('VDDK_WORKER', `the VDDK worker thread failed to start: ${err.message}`, {
+            cause: err,
+          }),
+        );
       };
       const cleanup = () => {
         worker.off('message', onMessage);
@@ -153,6 +164,10 @@ export class Vddk {
   }
 
   #onMessage(msg: WorkerMessage): void {
+    if (msg.type === 'batch') {
+      for (const m of msg.messages) this.#onMessage(m);
+      return;
+    }
     if (msg.type === 'log') {
       logLibrary(this.#log, msg.level, msg.message);
       return;
@@ -168,7 +183,9 @@ export class Vddk {
   }
 
   #fail(err: Error): void {
-    this.#dead = new VddkError('VDDK_WORKER_DIED', `the VDDK worker thread stopped: ${err.message}`, { cause: err });
+    this.#dead = new VddkError('VDDK_WORKER_DIED', `the VDDK worker thread stopped: ${err.message}`, {
+      cause: err,
+    });
     for (const p of this.#pending.values()) p.reject(this.#dead);
     this.#pending.clear();
   }
@@ -176,7 +193,13 @@ export class Vddk {
   /** @internal Sends one request to the worker. */
   call<T>(req: Request, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.#exited) {
-      return Promise.reject(new VddkRuleViolationError('VDDK_EXITED', 'VDDK has been shut down in this process (VixDiskLib_Exit)', { vixCode: Vix.E_DISK_NOINIT }));
+      return Promise.reject(
+        new VddkRuleViolationError(
+          'VDDK_EXITED',
+          'VDDK has been shut down in this process (VixDiskLib_Exit)',
+          { vixCode: Vix.E_DISK_NOINIT },
+        ),
+      );
     }
     if (this.#dead) return Promise.reject(this.#dead);
     const id = this.#nextId++;
@@ -273,7 +296,14 @@ export class VddkConnection {
     if (options.readOnly ?? true) flags |= OpenFlags.READ_ONLY;
     if (options.unbuffered) flags |= OpenFlags.UNBUFFERED;
     const r = await this.vddk.call<OpenResult>({ op: 'open', conn: this.id, path, flags });
-    return new VddkDisk(this, r.disk, path, r.transport as Transport, r.info, (flags & OpenFlags.READ_ONLY) !== 0);
+    return new VddkDisk(
+      this,
+      r.disk,
+      path,
+      r.transport as Transport,
+      r.info,
+      (flags & OpenFlags.READ_ONLY) !== 0,
+    );
   }
 
   /** VixDiskLib_Disconnect (closes any disk still open on it). */
@@ -322,7 +352,11 @@ export class VddkDisk {
    */
   async read(offset: number, length: number, options: { synchronous?: boolean } = {}): Promise<Buffer> {
     const op = options.synchronous ? 'readSync' : 'read';
-    const { sector, count } = this.#sectors(op === 'read' ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_Read', offset, length);
+    const { sector, count } = this.#sectors(
+      op === 'read' ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_Read',
+      offset,
+      length,
+    );
     const ab = await this.connection.vddk.call<ArrayBuffer>({ op, disk: this.id, sector, count });
     return Buffer.from(ab);
   }
@@ -330,7 +364,11 @@ export class VddkDisk {
   /** Writes `data` at `offset` (WriteAsync; several may be in flight). The data is copied once. */
   async write(offset: number, data: Uint8Array, options: { synchronous?: boolean } = {}): Promise<void> {
     const op = options.synchronous ? 'writeSync' : 'write';
-    const { sector, count } = this.#sectors(op === 'write' ? 'VixDiskLib_WriteAsync' : 'VixDiskLib_Write', offset, data.length);
+    const { sector, count } = this.#sectors(
+      op === 'write' ? 'VixDiskLib_WriteAsync' : 'VixDiskLib_Write',
+      offset,
+      data.length,
+    );
     const ab = new ArrayBuffer(data.length);
     new Uint8Array(ab).set(data);
     await this.connection.vddk.call<void>({ op, disk: this.id, sector, count, data: ab }, [ab]);
@@ -351,24 +389,33 @@ export class VddkDisk {
    * granularity, as byte extents sorted and merged. The tail after the last whole chunk is reported
    * as allocated, as VDDK's sample does.
    */
-  async allocatedExtents(options: { chunkBytes?: number; offset?: number; length?: number } = {}): Promise<Extent[]> {
-    const chunkSectors = Math.max(MIN_CHUNK_SECTORS, Math.floor((options.chunkBytes ?? 64 * 1024) / SECTOR_SIZE));
+  async allocatedExtents(
+    options: { chunkBytes?: number; offset?: number; length?: number } = {},
+  ): Promise<Extent[]> {
+    const chunkSectors = Math.max(
+      MIN_CHUNK_SECTORS,
+      Math.floor((options.chunkBytes ?? 64 * 1024) / SECTOR_SIZE),
+    );
     const startSector = Math.floor((options.offset ?? 0) / SECTOR_SIZE);
     const endSector = Math.min(
       this.info.capacitySectors,
       Math.ceil(((options.offset ?? 0) + (options.length ?? this.capacity)) / SECTOR_SIZE),
     );
     if (startSector % chunkSectors !== 0) {
-      throw ruleViolation('VixDiskLib_QueryAllocatedBlocks', `offset must be a multiple of the chunk size (${chunkSectors * SECTOR_SIZE} bytes)`);
+      throw ruleViolation(
+        'VixDiskLib_QueryAllocatedBlocks',
+        `offset must be a multiple of the chunk size (${chunkSectors * SECTOR_SIZE} bytes)`,
+      );
     }
     const out: Extent[] = [];
     const push = (offset: number, length: number) => {
       const last = out[out.length - 1];
-      if (last && last.offset + last.length === offset) out[out.length - 1] = { offset: last.offset, length: last.length + length };
+      if (last && last.offset + last.length === offset)
+        out[out.length - 1] = { offset: last.offset, length: last.length + length };
       else out.push({ offset, length });
     };
     const wholeEnd = startSector + Math.floor((endSector - startSector) / chunkSectors) * chunkSectors;
-    for (let s = startSector; s < wholeEnd; ) {
+    for (let s = startSector; s < wholeEnd;) {
       const n = Math.min(wholeEnd - s, MAX_CHUNKS_PER_QUERY * chunkSectors);
       const blocks = await this.connection.vddk.call<number[][]>({
         op: 'allocated',

@@ -13,10 +13,23 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import koffi from 'koffi';
-import { bindLibrary, libraryErrorText, type BoundLibrary, type Pointer, type VixResult } from './declarations.js';
+import {
+  bindLibrary,
+  libraryErrorText,
+  type BoundLibrary,
+  type Pointer,
+  type VixResult,
+} from './declarations.js';
 import { Vix, vixCode, VddkError, type VixFailure } from './errors.js';
 import type { ConnectParamsFields } from './connect-params.js';
-import type { DiskInfo, LibraryIdentity, Request, RequestMessage, WorkerMessage, WorkerStart } from './protocol.js';
+import type {
+  DiskInfo,
+  LibraryIdentity,
+  Request,
+  RequestMessage,
+  WorkerMessage,
+  WorkerStart,
+} from './protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('src/vddk/worker.ts runs only as a worker thread');
@@ -24,6 +37,25 @@ const start = workerData as WorkerStart;
 
 function post(msg: WorkerMessage, transfer: ArrayBuffer[] = []): void {
   port!.postMessage(msg, transfer);
+}
+
+/**
+ * I/O completions arrive in bursts (one callback per finished request); their replies go to the
+ * event loop in one message per burst, which halves the messages per request under load.
+ */
+let batch: { replies: WorkerMessage[]; transfer: ArrayBuffer[] } | undefined;
+function postReply(msg: WorkerMessage, transfer: ArrayBuffer[] = []): void {
+  if (!batch) {
+    batch = { replies: [], transfer: [] };
+    setImmediate(() => {
+      const b = batch!;
+      batch = undefined;
+      if (b.replies.length === 1) post(b.replies[0]!, b.transfer);
+      else post({ type: 'batch', messages: b.replies }, b.transfer);
+    });
+  }
+  batch.replies.push(msg);
+  batch.transfer.push(...transfer);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -117,7 +149,8 @@ function withParams<T>(fields: ConnectParamsFields | null, use: (params: Pointer
   if (!fields) return use(null);
   const t = lib.types.VixDiskLibConnectParams;
   const params = lib.fn.VixDiskLib_AllocateConnectParams();
-  if (params === null) throw new VddkError('VDDK_OUT_OF_MEMORY', 'VixDiskLib_AllocateConnectParams returned NULL');
+  if (params === null)
+    throw new VddkError('VDDK_OUT_OF_MEMORY', 'VixDiskLib_AllocateConnectParams returned NULL');
   try {
     const off = (field: string) => koffi.offsetof(t, field);
     const credsOff = off('creds');
@@ -184,20 +217,37 @@ function readMetadata(ptr: Pointer, path: string): Record<string, string> {
   let raw = lib.fn.VixDiskLib_GetMetadataKeys(ptr, null, 0, required);
   if (vixCode(raw) !== Vix.E_BUFFER_TOOSMALL) check('VixDiskLib_GetMetadataKeys', raw, path);
   const keysBuf = Buffer.alloc(required[0]);
-  check('VixDiskLib_GetMetadataKeys', lib.fn.VixDiskLib_GetMetadataKeys(ptr, keysBuf, keysBuf.length, required), path);
-  const keys = keysBuf.toString('utf8').split('\0').filter((k) => k.length > 0);
+  check(
+    'VixDiskLib_GetMetadataKeys',
+    lib.fn.VixDiskLib_GetMetadataKeys(ptr, keysBuf, keysBuf.length, required),
+    path,
+  );
+  const keys = keysBuf
+    .toString('utf8')
+    .split('\0')
+    .filter((k) => k.length > 0);
   const result: Record<string, string> = {};
   for (const key of keys) {
     raw = lib.fn.VixDiskLib_ReadMetadata(ptr, key, null, 0, required);
     if (vixCode(raw) !== Vix.E_BUFFER_TOOSMALL) check('VixDiskLib_ReadMetadata', raw, `${path} ${key}`);
     const buf = Buffer.alloc(required[0]);
-    check('VixDiskLib_ReadMetadata', lib.fn.VixDiskLib_ReadMetadata(ptr, key, buf, buf.length, required), path);
+    check(
+      'VixDiskLib_ReadMetadata',
+      lib.fn.VixDiskLib_ReadMetadata(ptr, key, buf, buf.length, required),
+      path,
+    );
     result[key] = buf.toString('utf8', 0, Math.max(0, required[0] - 1));
   }
   return result;
 }
 
-function allocated(ptr: Pointer, path: string, startSector: number, numSectors: number, chunk: number): number[][] {
+function allocated(
+  ptr: Pointer,
+  path: string,
+  startSector: number,
+  numSectors: number,
+  chunk: number,
+): number[][] {
   const out: [Pointer | null] = [null];
   lastWarning = undefined;
   check(
@@ -226,6 +276,12 @@ function allocated(ptr: Pointer, path: string, startSector: number, numSectors: 
 // ------------------------------------------------------------------------------------------------
 // Asynchronous I/O
 
+/** An ArrayBuffer of exactly `size` bytes without zero-filling (VDDK overwrites all of it). */
+function uninitialised(size: number): ArrayBuffer {
+  const b = Buffer.allocUnsafeSlow(size);
+  return b.buffer as ArrayBuffer;
+}
+
 function onCompletion(cbData: Pointer, result: VixResult): void {
   const ioId = Number(cbData as bigint);
   const io = pendingIo.get(ioId);
@@ -237,15 +293,22 @@ function onCompletion(cbData: Pointer, result: VixResult): void {
     if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
   }
   if (vixCode(result) === Vix.OK) {
-    if (io.isRead) post({ type: 'reply', id: io.requestId, result: io.buffer }, [io.buffer]);
-    else post({ type: 'reply', id: io.requestId, result: null });
+    if (io.isRead) postReply({ type: 'reply', id: io.requestId, result: io.buffer }, [io.buffer]);
+    else postReply({ type: 'reply', id: io.requestId, result: null });
   } else {
     const f = failure(io.isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', result, d?.path).failure;
-    post({ type: 'reply', id: io.requestId, failure: f });
+    postReply({ type: 'reply', id: io.requestId, failure: f });
   }
 }
 
-function startIo(requestId: number, diskId: number, sector: number, count: number, buffer: ArrayBuffer, isRead: boolean): boolean {
+function startIo(
+  requestId: number,
+  diskId: number,
+  sector: number,
+  count: number,
+  buffer: ArrayBuffer,
+  isRead: boolean,
+): boolean {
   const d = diskOf(diskId);
   const ioId = nextId++;
   pendingIo.set(ioId, { requestId, disk: diskId, buffer, isRead });
@@ -333,20 +396,28 @@ async function handle(req: Request, id: number): Promise<unknown> {
       return allocated(d.ptr, d.path, req.startSector, req.numSectors, req.chunkSectors);
     }
     case 'read':
-      startIo(id, req.disk, req.sector, req.count, new ArrayBuffer(req.count * 512), true);
+      startIo(id, req.disk, req.sector, req.count, uninitialised(req.count * 512), true);
       return undefined; // replied by the completion
     case 'write':
       startIo(id, req.disk, req.sector, req.count, req.data, false);
       return undefined;
     case 'readSync': {
       const d = diskOf(req.disk);
-      const buffer = new ArrayBuffer(req.count * 512);
-      check('VixDiskLib_Read', lib.fn.VixDiskLib_Read(d.ptr, req.sector, req.count, koffi.address(buffer)), d.path);
+      const buffer = uninitialised(req.count * 512);
+      check(
+        'VixDiskLib_Read',
+        lib.fn.VixDiskLib_Read(d.ptr, req.sector, req.count, koffi.address(buffer)),
+        d.path,
+      );
       return buffer;
     }
     case 'writeSync': {
       const d = diskOf(req.disk);
-      check('VixDiskLib_Write', lib.fn.VixDiskLib_Write(d.ptr, req.sector, req.count, koffi.address(req.data)), d.path);
+      check(
+        'VixDiskLib_Write',
+        lib.fn.VixDiskLib_Write(d.ptr, req.sector, req.count, koffi.address(req.data)),
+        d.path,
+      );
       return null;
     }
     case 'flush': {
@@ -361,24 +432,46 @@ async function handle(req: Request, id: number): Promise<unknown> {
       const cleaned: [number] = [0];
       const remaining: [number] = [0];
       withParams(req.fields, (params) =>
-        check('VixDiskLib_Cleanup', lib.fn.VixDiskLib_Cleanup(params, cleaned, remaining), req.fields?.serverName),
+        check(
+          'VixDiskLib_Cleanup',
+          lib.fn.VixDiskLib_Cleanup(params, cleaned, remaining),
+          req.fields?.serverName,
+        ),
       );
       return { cleanedUp: cleaned[0], remaining: remaining[0] };
     }
     case 'prepareForAccess':
       withParams(req.fields, (params) =>
-        check('VixDiskLib_PrepareForAccess', lib.fn.VixDiskLib_PrepareForAccess(params, req.identity), req.fields.vmxSpec ?? ''),
+        check(
+          'VixDiskLib_PrepareForAccess',
+          lib.fn.VixDiskLib_PrepareForAccess(params, req.identity),
+          req.fields.vmxSpec ?? '',
+        ),
       );
       return null;
     case 'endAccess':
       withParams(req.fields, (params) =>
-        check('VixDiskLib_EndAccess', lib.fn.VixDiskLib_EndAccess(params, req.identity), req.fields.vmxSpec ?? ''),
+        check(
+          'VixDiskLib_EndAccess',
+          lib.fn.VixDiskLib_EndAccess(params, req.identity),
+          req.fields.vmxSpec ?? '',
+        ),
       );
       return null;
     case 'errorText':
       return errorText(req.code);
     case 'exit': {
-      for (const d of disks.values()) await idle(d);
+      // VDDK's order: Close, Disconnect, then Exit; disks left open are closed (and detached) here.
+      for (const [diskId, d] of disks) {
+        await idle(d);
+        lib.fn.VixDiskLib_Wait(d.ptr);
+        lib.fn.VixDiskLib_Close(d.ptr);
+        disks.delete(diskId);
+      }
+      for (const [connId, c] of connections) {
+        lib.fn.VixDiskLib_Disconnect(c.ptr);
+        connections.delete(connId);
+      }
       lib.fn.VixDiskLib_Exit();
       if (callbacks) for (const cb of Object.values(callbacks)) koffi.unregister(cb);
       callbacks = undefined;

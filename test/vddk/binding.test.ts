@@ -25,7 +25,15 @@ import {
   sessionCookie,
   type VddkConnectionSpec,
 } from '../../src/vddk/index.js';
-import { createLab, createBaseDisk, createDelta, pattern, LAB_THUMBPRINT, GRAIN, type Lab } from './fixtures.js';
+import {
+  createLab,
+  createBaseDisk,
+  createDelta,
+  pattern,
+  LAB_THUMBPRINT,
+  GRAIN,
+  type Lab,
+} from './fixtures.js';
 
 const MiB = 1024 * 1024;
 let lab: Lab;
@@ -35,7 +43,11 @@ function spec(over: Partial<VddkConnectionSpec> = {}): VddkConnectionSpec {
   return {
     server: 'vcenter.lab',
     thumbprint: LAB_THUMBPRINT,
-    credentials: { kind: 'session', cookie: 'vmware_soap_session="52a01262-bf93"', userName: 'backup@vsphere.local' },
+    credentials: {
+      kind: 'session',
+      cookie: 'vmware_soap_session="52a01262-bf93"',
+      userName: 'backup@vsphere.local',
+    },
     vmMoref: 'vm-42',
     snapshotMoref: 'snapshot-17',
     transports: ['nbdssl'],
@@ -45,7 +57,10 @@ function spec(over: Partial<VddkConnectionSpec> = {}): VddkConnectionSpec {
 
 before(async () => {
   lab = createLab({ proxyVm: 'vm-9', hotaddDatastores: 'ds1' });
-  vddk = await Vddk.start({ configFile: lab.configFile, logger: createLogger('vddk-test', { level: 'silent' }) });
+  vddk = await Vddk.start({
+    configFile: lab.configFile,
+    logger: createLogger('vddk-test', { level: 'silent' }),
+  });
 });
 
 after(async () => {
@@ -143,14 +158,22 @@ test('writes to a delta copy grains on write, set the grain map, journal CBT, an
     const flat = readFileSync(base.descriptor.replace(/\.vmdk$/, '-flat.vmdk'));
     assert.ok(flat.equals(base.content!));
     const ctk = readFileSync(base.ctk!, 'utf8').trim().split('\n');
-    assert.deepEqual(ctk.slice(2).sort(), [`w ${GRAIN + 512} 1024`, `w ${5 * GRAIN} 512`, `w ${8 * GRAIN} 512`].sort());
+    assert.deepEqual(
+      ctk.slice(2).sort(),
+      [`w ${GRAIN + 512} 1024`, `w ${5 * GRAIN} 512`, `w ${8 * GRAIN} 512`].sort(),
+    );
   } finally {
     await conn.disconnect();
   }
 });
 
 test('a local connection opens a file path with transport "file", and a read-only open refuses writes', async () => {
-  const base = createBaseDisk(lab, { folder: 'local', name: 'local', capacity: MiB, writes: [{ offset: 512, data: pattern(512, 5) }] });
+  const base = createBaseDisk(lab, {
+    folder: 'local',
+    name: 'local',
+    capacity: MiB,
+    writes: [{ offset: 512, data: pattern(512, 5) }],
+  });
   const conn = await vddk.connectLocal();
   try {
     const disk = await conn.open(base.descriptor);
@@ -176,8 +199,14 @@ test('transport choice: hotadd when allowed (attach record), else the next mode;
   const records = readdirSync(lab.attachDir('vm-9'));
   assert.deepEqual(records, ['1001-0.attach']);
   const rec = readFileSync(`${lab.attachDir('vm-9')}/1001-0.attach`, 'utf8');
-  assert.match(rec, /^vm=vm-9\ncontrollerKey=1001\nunitNumber=0\ndeviceKey=2016\nfileName=\[ds1\] tp\/tp.vmdk\n/);
-  assert.match(rec, /attachedBy=vddk-hotadd\nsourceVm=vm-42\nsnapshot=snapshot-17\npid=\d+\nconnectionId=[0-9a-f]{16}\ncreatedAt=\S+Z\n$/);
+  assert.match(
+    rec,
+    /^vm=vm-9\ncontrollerKey=1001\nunitNumber=0\ndeviceKey=2016\nfileName=\[ds1\] tp\/tp.vmdk\n/,
+  );
+  assert.match(
+    rec,
+    /attachedBy=vddk-hotadd\nsourceVm=vm-42\nsnapshot=snapshot-17\npid=\d+\nconnectionId=[0-9a-f]{16}\ncreatedAt=\S+Z\n$/,
+  );
   // A second hot-added disk takes the next unit.
   const second = await hot.open(base.dsPath);
   assert.deepEqual(readdirSync(lab.attachDir('vm-9')).sort(), ['1001-0.attach', '1001-1.attach']);
@@ -239,7 +268,12 @@ test('errors: wrong thumbprint, missing disk, beyond capacity, unaligned range',
 });
 
 test('fault injection: failed read, dropped connection, failing Open', async () => {
-  const base = createBaseDisk(lab, { folder: 'fault', name: 'fault', capacity: MiB, writes: [{ offset: 0, data: pattern(MiB, 7) }] });
+  const base = createBaseDisk(lab, {
+    folder: 'fault',
+    name: 'fault',
+    capacity: MiB,
+    writes: [{ offset: 0, data: pattern(MiB, 7) }],
+  });
   lab.writeFaults({ 'read.fail.nth': 2, 'read.fail.code': 16002 });
   let conn = await vddk.connect(spec());
   let disk = await conn.open(base.dsPath);
@@ -250,7 +284,10 @@ test('fault injection: failed read, dropped connection, failing Open', async () 
     assert.equal(err.transient, true);
     return true;
   });
-  assert.ok((await disk.read(4096, 4096)).equals(base.content!.subarray(4096, 8192)), 'only the 2nd read fails');
+  assert.ok(
+    (await disk.read(4096, 4096)).equals(base.content!.subarray(4096, 8192)),
+    'only the 2nd read fails',
+  );
   await disk.close();
   await conn.disconnect();
 
@@ -270,7 +307,10 @@ test('fault injection: failed read, dropped connection, failing Open', async () 
 
   lab.writeFaults({ 'open.fail.code': 13003, 'open.fail.count': 1 });
   conn = await vddk.connect(spec());
-  await assert.rejects(conn.open(base.dsPath), (err: unknown) => err instanceof VddkNotFoundError && err.vixCode === 13003);
+  await assert.rejects(
+    conn.open(base.dsPath),
+    (err: unknown) => err instanceof VddkNotFoundError && err.vixCode === 13003,
+  );
   disk = await conn.open(base.dsPath);
   await disk.close();
   await conn.disconnect();
@@ -290,8 +330,13 @@ test('DiskSource and DiskTarget move a disk through the pipeline interfaces', as
   const dst = createBaseDisk(lab, { folder: 'dst', name: 'dst', capacity: 2 * MiB, ctk: true });
   const rconn = await vddk.connect(spec());
   const wconn = await vddk.connect(spec({ readOnly: false, vmMoref: 'vm-77', snapshotMoref: undefined }));
-  const source = new VddkDiskSource(await rconn.open(src.dsPath), { maxConcurrentReads: 3, disconnectOnClose: true });
-  const target = new VddkDiskTarget(await wconn.open(dst.dsPath, { readOnly: false }), { disconnectOnClose: true });
+  const source = new VddkDiskSource(await rconn.open(src.dsPath), {
+    maxConcurrentReads: 3,
+    disconnectOnClose: true,
+  });
+  const target = new VddkDiskTarget(await wconn.open(dst.dsPath, { readOnly: false }), {
+    disconnectOnClose: true,
+  });
   assert.equal(source.capacity, 2 * MiB);
   assert.match(source.description, /\[ds1\] src\/src.vmdk \(VDDK nbdssl\)/);
   const extents = await source.extents();
@@ -327,24 +372,53 @@ test('Cleanup, PrepareForAccess and EndAccess with vCenter parameters', async ()
   assert.deepEqual(await vddk.cleanup(spec({ vmMoref: undefined })), { cleanedUp: 0, remaining: 0 });
   await vddk.prepareForAccess(spec(), 'vbproxy-job-1');
   await vddk.endAccess(spec(), 'vbproxy-job-1');
-  await assert.rejects(vddk.prepareForAccess(spec({ vmMoref: undefined }), 'vbproxy-job-1'), VddkRuleViolationError);
+  await assert.rejects(
+    vddk.prepareForAccess(spec({ vmMoref: undefined }), 'vbproxy-job-1'),
+    VddkRuleViolationError,
+  );
   await assert.rejects(vddk.prepareForAccess(spec(), 'x'.repeat(51)), VddkRuleViolationError);
 });
 
 test('connection parameters: thumbprint from a PEM certificate, session cookie form, bad thumbprint', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-cert-'));
   try {
-    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=vcenter.lab', '-days', '1'], { encoding: 'utf8' });
+    const gen = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-subj',
+        '/CN=vcenter.lab',
+        '-days',
+        '1',
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(gen.status, 0, gen.stderr);
-    const fp = spawnSync('openssl', ['x509', '-in', join(dir, 'cert.pem'), '-noout', '-fingerprint', '-sha1'], { encoding: 'utf8' });
+    const fp = spawnSync(
+      'openssl',
+      ['x509', '-in', join(dir, 'cert.pem'), '-noout', '-fingerprint', '-sha1'],
+      { encoding: 'utf8' },
+    );
     const expected = fp.stdout.trim().replace(/^.*=/, '').toUpperCase();
     assert.equal(thumbprintFromPem(readFileSync(join(dir, 'cert.pem'))), expected);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   assert.throws(() => thumbprintFromPem('not a certificate'), VddkError);
-  assert.equal(sessionCookie('vmware_soap_session="abc-123"; Path=/; HttpOnly'), 'vmware_soap_session="abc-123"');
+  assert.equal(
+    sessionCookie('vmware_soap_session="abc-123"; Path=/; HttpOnly'),
+    'vmware_soap_session="abc-123"',
+  );
   assert.equal(sessionCookie('abc-123'), 'vmware_soap_session="abc-123"');
   await assert.rejects(vddk.connect(spec({ thumbprint: 'AA:BB' })), /not a SHA-1 thumbprint/);
 });

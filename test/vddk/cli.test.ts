@@ -7,7 +7,12 @@ const cli = new URL('../../src/cli/main.js', import.meta.url).pathname;
 test('vbproxy vddk info prints the library, its version, transports and that it is the lab library', () => {
   const r = spawnSync(process.execPath, [cli, 'vddk', 'info', '--json'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  const info = JSON.parse(r.stdout) as { library: string; version: string; lab: boolean; transports: string[] };
+  const info = JSON.parse(r.stdout) as {
+    library: string;
+    version: string;
+    lab: boolean;
+    transports: string[];
+  };
   assert.match(info.library, /native\/lib64\/libvixDiskLib\.so\.8$/);
   assert.equal(info.version, '8.0.0');
   assert.equal(info.lab, true);
@@ -17,7 +22,12 @@ test('vbproxy vddk info prints the library, its version, transports and that it 
 });
 
 test('vbproxy vddk info with a directory without VDDK says what to set (exit 1)', () => {
-  const r = spawnSync(process.execPath, [cli, 'vddk', 'info', '--libdir', '/nonexistent'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [cli, 'vddk', 'info', '--libdir', '/nonexistent'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /no libvixDiskLib\.so\.8 or libvixDiskLib\.so\.7 under \/nonexistent\/lib64: set VBPROXY_VDDK_LIBDIR/);
+  assert.match(
+    r.stderr,
+    /no libvixDiskLib\.so\.8 or libvixDiskLib\.so\.7 under \/nonexistent\/lib64: set VBPROXY_VDDK_LIBDIR/,
+  );
 });

@@ -4,7 +4,16 @@
  * deltas (descriptor + delta extent + grain map, copy-on-write of whole grains) and CBT journals.
  * Each disk file keeps the content its view should read, so tests compare bytes with it.
  */
-import { mkdirSync, mkdtempSync, openSync, closeSync, writeSync, ftruncateSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  writeSync,
+  ftruncateSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, basename, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -40,7 +49,8 @@ export function createLab(options: LabOptions = {}): Lab {
     `vixDiskLib.lab.serverThumbprint = "${options.thumbprint ?? LAB_THUMBPRINT}"`,
   ];
   if (options.proxyVm) lines.push(`vixDiskLib.lab.proxyVm = "${options.proxyVm}"`);
-  if (options.hotaddDatastores !== undefined) lines.push(`vixDiskLib.lab.hotaddDatastores = "${options.hotaddDatastores}"`);
+  if (options.hotaddDatastores !== undefined)
+    lines.push(`vixDiskLib.lab.hotaddDatastores = "${options.hotaddDatastores}"`);
   for (const [k, v] of Object.entries(options.extraConfig ?? {})) lines.push(`${k} = "${v}"`);
   const configFile = join(root, 'vddk.conf');
   writeFileSync(configFile, `# lab VDDK configuration (test fixture)\n${lines.join('\n')}\n`);
@@ -124,7 +134,15 @@ function descriptorText(o: {
  */
 export function createBaseDisk(
   lab: Lab,
-  o: { ds?: string; folder: string; name: string; capacity: number; writes?: readonly Write[]; ctk?: boolean; keepContent?: boolean },
+  o: {
+    ds?: string;
+    folder: string;
+    name: string;
+    capacity: number;
+    writes?: readonly Write[];
+    ctk?: boolean;
+    keepContent?: boolean;
+  },
 ): DiskFile {
   const ds = o.ds ?? 'ds1';
   const dir = join(lab.datastoreDir(ds), o.folder);

@@ -50,7 +50,11 @@ test('SIGKILL during a hotadd read leaves the disk attached; Cleanup at start-up
       snapshotMoref: 'snapshot-6',
       transports: ['hotadd'],
     };
-    const vddk = await Vddk.start({ configFile: lab.configFile, logger: createLogger('t', { level: 'silent' }), cleanup: spec });
+    const vddk = await Vddk.start({
+      configFile: lab.configFile,
+      logger: createLogger('t', { level: 'silent' }),
+      cleanup: spec,
+    });
     try {
       assert.deepEqual(vddk.startupCleanup, { cleanedUp: 1, remaining: 0 });
       assert.deepEqual(readdirSync(lab.attachDir('vm-9')), []);

@@ -9,7 +9,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import koffi from 'koffi';
-import { bindLibrary, STRUCT_FIELDS, VDDK_FUNCTIONS, vddkTypes, type VddkTypes } from '../../src/vddk/declarations.js';
+import {
+  bindLibrary,
+  STRUCT_FIELDS,
+  VDDK_FUNCTIONS,
+  vddkTypes,
+  type VddkTypes,
+} from '../../src/vddk/declarations.js';
 import { LAB_LIBDIR, locateLibrary } from '../../src/vddk/library-path.js';
 import { VddkLibraryError } from '../../src/vddk/errors.js';
 
@@ -25,13 +31,23 @@ test('every struct has the size and field offsets the C compiler gives', () => {
     }
     const src = `#include <stdio.h>\n#include <stddef.h>\n#include "vixDiskLib.h"\nint main(void) {\n${lines.join('\n')}\n  return 0;\n}\n`;
     writeFileSync(join(dir, 'layout.c'), src);
-    const cc = spawnSync('cc', ['-std=c11', '-I', join(LAB_LIBDIR, 'include'), '-o', join(dir, 'layout'), join(dir, 'layout.c')], {
-      encoding: 'utf8',
-    });
+    const cc = spawnSync(
+      'cc',
+      ['-std=c11', '-I', join(LAB_LIBDIR, 'include'), '-o', join(dir, 'layout'), join(dir, 'layout.c')],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.equal(cc.status, 0, cc.stderr);
     const run = spawnSync(join(dir, 'layout'), { encoding: 'utf8' });
     assert.equal(run.status, 0);
-    const c = new Map(run.stdout.trim().split('\n').map((l) => l.split(' ') as [string, string]).map(([k, v]) => [k, Number(v)]));
+    const c = new Map(
+      run.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ') as [string, string])
+        .map(([k, v]) => [k, Number(v)]),
+    );
     const t = vddkTypes();
     let checked = 0;
     for (const [name, fields] of Object.entries(STRUCT_FIELDS)) {
@@ -75,6 +91,9 @@ test('a library that does not load, or lacks a symbol, names the file, the symbo
       /libz\.so\.1 has no symbol VixDiskLib_InitEx/.test(err.message) &&
       /VBPROXY_VDDK_LIBDIR/.test(err.message),
   );
-  assert.throws(() => locateLibrary({ libDir: '/nonexistent' }), /no libvixDiskLib\.so\.8 or libvixDiskLib\.so\.7 under \/nonexistent\/lib64/);
+  assert.throws(
+    () => locateLibrary({ libDir: '/nonexistent' }),
+    /no libvixDiskLib\.so\.8 or libvixDiskLib\.so\.7 under \/nonexistent\/lib64/,
+  );
   assert.equal(locateLibrary().libraryPath, join(LAB_LIBDIR, 'lib64', 'libvixDiskLib.so.8'));
 });

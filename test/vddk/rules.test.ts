@@ -7,7 +7,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import koffi from 'koffi';
-import { bindLibrary, resultError, type BoundLibrary, type Pointer, type VixResult } from '../../src/vddk/declarations.js';
+import {
+  bindLibrary,
+  resultError,
+  type BoundLibrary,
+  type Pointer,
+  type VixResult,
+} from '../../src/vddk/declarations.js';
 import { locateLibrary } from '../../src/vddk/library-path.js';
 import { Vix, vixCode, VddkRuleViolationError, VddkNotFoundError } from '../../src/vddk/errors.js';
 import { createLab, createBaseDisk, pattern, type Lab, type DiskFile } from './fixtures.js';
@@ -47,7 +53,9 @@ function errorOf(op: string, raw: VixResult) {
 
 function asyncCall<T>(fn: { async: (...args: never[]) => void }, ...args: unknown[]): Promise<T> {
   return new Promise((resolve, reject) =>
-    (fn.async as (...a: unknown[]) => void)(...args, (err: unknown, res: T) => (err ? reject(err) : resolve(res))),
+    (fn.async as (...a: unknown[]) => void)(...args, (err: unknown, res: T) =>
+      err ? reject(err) : resolve(res),
+    ),
   );
 }
 
@@ -61,10 +69,17 @@ function openLocal(flags = 0): { conn: Pointer; handle: Pointer } {
 
 before(() => {
   lab = createLab();
-  disk = createBaseDisk(lab, { folder: 'rules', name: 'rules', capacity: 1024 * 1024, writes: [{ offset: 0, data: pattern(65536, 1) }] });
+  disk = createBaseDisk(lab, {
+    folder: 'rules',
+    name: 'rules',
+    capacity: 1024 * 1024,
+    writes: [{ offset: 0, data: pattern(65536, 1) }],
+  });
   lib = bindLibrary(locateLibrary().libraryPath);
   const t = lib.types;
-  callbacks = ['info', 'warn', 'panic'].map((l) => koffi.register(logger(l), koffi.pointer(t.VixDiskLibGenericLogFunc)));
+  callbacks = ['info', 'warn', 'panic'].map((l) =>
+    koffi.register(logger(l), koffi.pointer(t.VixDiskLibGenericLogFunc)),
+  );
   completionCb = koffi.register((data: Pointer, result: VixResult) => {
     const id = Number(data as bigint);
     completions.get(id)?.(result);
@@ -78,13 +93,32 @@ after(() => {
 });
 
 test('InitEx logs through the va_list callback, and a second InitEx in the process is refused', () => {
-  const raw = lib.fn.VixDiskLib_InitEx(7, 0, callbacks[0]!, callbacks[1]!, callbacks[2]!, null, lab.configFile);
+  const raw = lib.fn.VixDiskLib_InitEx(
+    7,
+    0,
+    callbacks[0]!,
+    callbacks[1]!,
+    callbacks[2]!,
+    null,
+    lab.configFile,
+  );
   assert.equal(vixCode(raw), Vix.OK);
   const init = messages.find((m) => m.text.includes('initialised'));
   assert.ok(init, 'InitEx logged a message');
   // The varargs were formatted: API version, thread count and the config path.
-  assert.match(init.text, new RegExp(`initialised for API 7\\.0 with 4 I/O threads, config ${lab.configFile}`));
-  const again = lib.fn.VixDiskLib_InitEx(7, 0, callbacks[0]!, callbacks[1]!, callbacks[2]!, null, lab.configFile);
+  assert.match(
+    init.text,
+    new RegExp(`initialised for API 7\\.0 with 4 I/O threads, config ${lab.configFile}`),
+  );
+  const again = lib.fn.VixDiskLib_InitEx(
+    7,
+    0,
+    callbacks[0]!,
+    callbacks[1]!,
+    callbacks[2]!,
+    null,
+    lab.configFile,
+  );
   assert.equal(typeof again, 'bigint', 'the lab sets high bits in errors');
   assert.ok((again as bigint) > 0xffffn);
   assert.equal(vixCode(again), Vix.E_OBJECT_IS_BUSY);
