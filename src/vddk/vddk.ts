@@ -18,7 +18,6 @@ import {
   vddkErrorFromFailure,
   VddkError,
   VddkLibraryError,
-  VddkOutOfRangeError,
   VddkRuleViolationError,
   Vix,
 } from './errors.js';
@@ -65,6 +64,7 @@ interface Pending {
 }
 
 let started: Promise<Vddk> | undefined;
+let exitedInProcess = false;
 
 /** The VDDK library of this process (one per process: VDDK allows InitEx only once). */
 export class Vddk {
@@ -100,6 +100,15 @@ export class Vddk {
    * the same instance; after `exit()` the library cannot be started again in this process.
    */
   static start(options: VddkStartOptions = {}): Promise<Vddk> {
+    if (exitedInProcess) {
+      return Promise.reject(
+        new VddkRuleViolationError(
+          'VDDK_EXITED',
+          'VDDK was shut down (VixDiskLib_Exit) in this process and VDDK allows InitEx only once per process: start a new process',
+          { vixCode: Vix.E_OBJECT_IS_BUSY, operation: 'VixDiskLib_InitEx' },
+        ),
+      );
+    }
     started ??= Vddk.#start(options).catch((err: unknown) => {
       started = undefined;
       throw err;
@@ -264,6 +273,7 @@ export class Vddk {
     if (this.#exited) return;
     await this.call<void>({ op: 'exit' });
     this.#exited = true;
+    exitedInProcess = true;
     await this.#worker.terminate();
   }
 }
@@ -436,16 +446,5 @@ export class VddkDisk {
     if (this.#closed) return;
     await this.connection.vddk.call<void>({ op: 'close', disk: this.id });
     this.#closed = true;
-  }
-
-  /** Refuses a range beyond the capacity before it reaches the library (same class as VDDK's 16007). */
-  checkRange(offset: number, length: number): void {
-    if (offset + length > this.capacity) {
-      throw new VddkOutOfRangeError(
-        'VDDK_E_DISK_OUTOFRANGE',
-        `${this.path}: bytes ${offset}+${length} lie beyond the capacity of ${this.capacity} bytes`,
-        { vixCode: Vix.E_DISK_OUTOFRANGE, operation: 'VixDiskLib_Read' },
-      );
-    }
   }
 }

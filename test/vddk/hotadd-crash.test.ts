@@ -70,6 +70,7 @@ test('SIGKILL during a hotadd read leaves the disk attached; Cleanup at start-up
     } finally {
       await vddk.exit();
     }
+    await assert.rejects(Vddk.start(), /InitEx only once per process/);
   } finally {
     lab.remove();
   }
