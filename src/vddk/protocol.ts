@@ -48,9 +48,9 @@ export type Request =
   | { op: 'info'; disk: number }
   | { op: 'metadata'; disk: number }
   | { op: 'allocated'; disk: number; startSector: number; numSectors: number; chunkSectors: number }
-  | { op: 'read'; disk: number; sector: number; count: number }
+  | { op: 'read'; disk: number; sector: number; count: number; data: ArrayBuffer }
   | { op: 'write'; disk: number; sector: number; count: number; data: ArrayBuffer }
-  | { op: 'readSync'; disk: number; sector: number; count: number }
+  | { op: 'readSync'; disk: number; sector: number; count: number; data: ArrayBuffer }
   | { op: 'writeSync'; disk: number; sector: number; count: number; data: ArrayBuffer }
   | { op: 'flush'; disk: number }
   | { op: 'cleanup'; fields: ConnectParamsFields | null }

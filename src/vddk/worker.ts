@@ -2,7 +2,8 @@
  * The worker thread that owns libvixDiskLib. Every VDDK call of the process happens here:
  * InitEx once, ConnectEx/Open/Close on this one thread (VDDK's rule), reads and writes through
  * ReadAsync/WriteAsync with completions from the library's own threads (koffi relays them to this
- * thread's event loop). Buffers are allocated here and transferred to the event loop, never copied.
+ * thread's event loop). Read buffers come from the event loop, are filled here and transferred back:
+ * never copied.
  *
  * The worker never makes a blocking call while asynchronous I/O of the same disk is in flight
  * (Wait, Close and Exit are only called once its own count says nothing is pending): the
@@ -276,12 +277,6 @@ function allocated(
 // ------------------------------------------------------------------------------------------------
 // Asynchronous I/O
 
-/** An ArrayBuffer of exactly `size` bytes without zero-filling (VDDK overwrites all of it). */
-function uninitialised(size: number): ArrayBuffer {
-  const b = Buffer.allocUnsafeSlow(size);
-  return b.buffer as ArrayBuffer;
-}
-
 function onCompletion(cbData: Pointer, result: VixResult): void {
   const ioId = Number(cbData as bigint);
   const io = pendingIo.get(ioId);
@@ -396,14 +391,14 @@ async function handle(req: Request, id: number): Promise<unknown> {
       return allocated(d.ptr, d.path, req.startSector, req.numSectors, req.chunkSectors);
     }
     case 'read':
-      startIo(id, req.disk, req.sector, req.count, uninitialised(req.count * 512), true);
+      startIo(id, req.disk, req.sector, req.count, req.data, true);
       return undefined; // replied by the completion
     case 'write':
       startIo(id, req.disk, req.sector, req.count, req.data, false);
       return undefined;
     case 'readSync': {
       const d = diskOf(req.disk);
-      const buffer = uninitialised(req.count * 512);
+      const buffer = req.data;
       check(
         'VixDiskLib_Read',
         lib.fn.VixDiskLib_Read(d.ptr, req.sector, req.count, koffi.address(buffer)),
