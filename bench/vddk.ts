@@ -6,7 +6,7 @@
  *
  * Environment: VBPROXY_BENCH_VDDK_GIB (disk size, default 2), VBPROXY_BENCH_VDDK_CHUNK_KIB
  * (request size, default 1024), VBPROXY_BENCH_VDDK_INFLIGHT (default 4), VBPROXY_BENCH_VDDK_ROUNDS
- * (default 3; the best round of each reader is reported).
+ * (default 5, readers interleaved; the best round of each reader is reported).
  */
 import { open } from 'node:fs/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -18,7 +18,7 @@ const GiB = 1024 * 1024 * 1024;
 const size = Number(process.env.VBPROXY_BENCH_VDDK_GIB ?? 2) * GiB;
 const chunk = Number(process.env.VBPROXY_BENCH_VDDK_CHUNK_KIB ?? 1024) * 1024;
 const inFlight = Number(process.env.VBPROXY_BENCH_VDDK_INFLIGHT ?? 4);
-const rounds = Number(process.env.VBPROXY_BENCH_VDDK_ROUNDS ?? 3);
+const rounds = Number(process.env.VBPROXY_BENCH_VDDK_ROUNDS ?? 5);
 
 interface Result {
   readonly seconds: number;

@@ -65,11 +65,14 @@ test('SIGKILL during a hotadd read leaves the disk attached; Cleanup at start-up
       assert.deepEqual(await vddk.cleanup(spec), { cleanedUp: 0, remaining: 0 });
       assert.deepEqual(readdirSync(lab.attachDir('vm-9')), ['1001-0.attach']);
       await open.close();
-      await conn.disconnect();
       assert.deepEqual(readdirSync(lab.attachDir('vm-9')), []);
+      // exit() closes (and so detaches) what the process left open, in VDDK's order.
+      await conn.open(disk.dsPath);
+      assert.deepEqual(readdirSync(lab.attachDir('vm-9')), ['1001-0.attach']);
     } finally {
       await vddk.exit();
     }
+    assert.deepEqual(readdirSync(lab.attachDir('vm-9')), []);
     await assert.rejects(Vddk.start(), /InitEx only once per process/);
   } finally {
     lab.remove();
