@@ -48,10 +48,14 @@ export type Request =
   | { op: 'info'; disk: number }
   | { op: 'metadata'; disk: number }
   | { op: 'allocated'; disk: number; startSector: number; numSectors: number; chunkSectors: number }
-  | { op: 'read'; disk: number; sector: number; count: number; data: ArrayBuffer }
-  | { op: 'write'; disk: number; sector: number; count: number; data: ArrayBuffer }
-  | { op: 'readSync'; disk: number; sector: number; count: number; data: ArrayBuffer }
-  | { op: 'writeSync'; disk: number; sector: number; count: number; data: ArrayBuffer }
+  /** `address`: the buffer's memory in this process, kept alive by the event loop until the reply. */
+  | {
+      op: 'read' | 'write' | 'readSync' | 'writeSync';
+      disk: number;
+      sector: number;
+      count: number;
+      address: bigint;
+    }
   | { op: 'flush'; disk: number }
   | { op: 'cleanup'; fields: ConnectParamsFields | null }
   | { op: 'prepareForAccess' | 'endAccess'; fields: ConnectParamsFields; identity: string }

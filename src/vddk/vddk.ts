@@ -5,6 +5,7 @@
  * transferred (zero-copy) from the worker.
  */
 import { Worker } from 'node:worker_threads';
+import koffi from 'koffi';
 import { createLogger, type Logger } from '../log.js';
 import type { Extent } from '../pipeline/disk.js';
 import {
@@ -61,7 +62,15 @@ export interface CleanupResult {
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
+  /** Memory the library may still write into or read from until the reply. */
+  pin?: Uint8Array;
 }
+
+/**
+ * Buffers of requests that never got a reply because the worker died: library threads may still
+ * touch them, so they are never freed.
+ */
+const quarantine: Uint8Array[] = [];
 
 let started: Promise<Vddk> | undefined;
 let exitedInProcess = false;
@@ -200,7 +209,7 @@ export class Vddk {
   }
 
   /** @internal Sends one request to the worker. */
-  call<T>(req: Request, transfer: ArrayBuffer[] = []): Promise<T> {
+  call<T>(req: Request, pin?: Uint8Array): Promise<T> {
     if (this.#exited) {
       return Promise.reject(
         new VddkRuleViolationError(
@@ -214,8 +223,8 @@ export class Vddk {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       if (this.#pending.size === 0) this.#worker.ref();
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#worker.postMessage({ ...req, id }, transfer);
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, pin });
+      this.#worker.postMessage({ ...req, id });
     });
   }
 
@@ -276,6 +285,12 @@ export class Vddk {
     exitedInProcess = true;
     await this.#worker.terminate();
   }
+}
+
+/** The address of a byte array's first byte (it never moves: ArrayBuffer memory is not relocated). */
+function addressOf(data: Uint8Array): bigint {
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return koffi.address(view);
 }
 
 function logLibrary(log: Logger, level: 'info' | 'warn' | 'error', message: string): void {
@@ -356,9 +371,9 @@ export class VddkDisk {
   }
 
   /**
-   * Reads `length` bytes at `offset` (ReadAsync; several may be in flight). The Buffer owns its
-   * whole ArrayBuffer, which went to the worker and came back filled (transferred both ways): no copy. `synchronous` uses
-   * VixDiskLib_Read instead (one at a time).
+   * Reads `length` bytes at `offset` (ReadAsync; several may be in flight). The Buffer is allocated
+   * here and owns its whole ArrayBuffer; the worker gets only its address and VDDK reads into it:
+   * no copy. `synchronous` uses VixDiskLib_Read instead (one at a time).
    */
   async read(offset: number, length: number, options: { synchronous?: boolean } = {}): Promise<Buffer> {
     const op = options.synchronous ? 'readSync' : 'read';
@@ -367,17 +382,19 @@ export class VddkDisk {
       offset,
       length,
     );
-    // Allocated here, in the isolate that keeps it: V8 accounts external memory to the allocating
-    // isolate, and buffers allocated in the worker then transferred away made it collect garbage
-    // constantly (3x the CPU per byte read). Uninitialised: VDDK overwrites all of it.
-    const data = Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer;
-    const ab = await this.connection.vddk.call<ArrayBuffer>({ op, disk: this.id, sector, count, data }, [
-      data,
-    ]);
-    return Buffer.from(ab);
+    // Uninitialised (VDDK overwrites all of it), allocated in the isolate that keeps it.
+    const buffer = Buffer.allocUnsafeSlow(length);
+    await this.connection.vddk.call<null>(
+      { op, disk: this.id, sector, count, address: addressOf(buffer) },
+      buffer,
+    );
+    return buffer;
   }
 
-  /** Writes `data` at `offset` (WriteAsync; several may be in flight). The data is copied once. */
+  /**
+   * Writes `data` at `offset` (WriteAsync; several may be in flight). VDDK reads the caller's memory
+   * directly: do not change `data` until the promise settles.
+   */
   async write(offset: number, data: Uint8Array, options: { synchronous?: boolean } = {}): Promise<void> {
     const op = options.synchronous ? 'writeSync' : 'write';
     const { sector, count } = this.#sectors(
@@ -385,9 +402,10 @@ export class VddkDisk {
       offset,
       data.length,
     );
-    const ab = new ArrayBuffer(data.length);
-    new Uint8Array(ab).set(data);
-    await this.connection.vddk.call<void>({ op, disk: this.id, sector, count, data: ab }, [ab]);
+    await this.connection.vddk.call<null>(
+      { op, disk: this.id, sector, count, address: addressOf(data) },
+      data,
+    );
   }
 
   /** Waits for the writes in flight (Wait), then VixDiskLib_Flush. */

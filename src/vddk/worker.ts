@@ -2,8 +2,8 @@
  * The worker thread that owns libvixDiskLib. Every VDDK call of the process happens here:
  * InitEx once, ConnectEx/Open/Close on this one thread (VDDK's rule), reads and writes through
  * ReadAsync/WriteAsync with completions from the library's own threads (koffi relays them to this
- * thread's event loop). Read buffers come from the event loop, are filled here and transferred back:
- * never copied.
+ * thread's event loop). Buffers stay where the event loop allocated them: the worker only gets
+ * their address, VDDK reads into them or writes from them, and nothing is copied.
  *
  * The worker never makes a blocking call while asynchronous I/O of the same disk is in flight
  * (Wait, Close and Exit are only called once its own count says nothing is pending): the
@@ -102,7 +102,6 @@ const disks = new Map<number, Disk>();
 interface PendingIo {
   requestId: number;
   disk: number;
-  buffer: ArrayBuffer;
   isRead: boolean;
 }
 const pendingIo = new Map<number, PendingIo>();
@@ -288,8 +287,7 @@ function onCompletion(cbData: Pointer, result: VixResult): void {
     if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
   }
   if (vixCode(result) === Vix.OK) {
-    if (io.isRead) postReply({ type: 'reply', id: io.requestId, result: io.buffer }, [io.buffer]);
-    else postReply({ type: 'reply', id: io.requestId, result: null });
+    postReply({ type: 'reply', id: io.requestId, result: null });
   } else {
     const f = failure(io.isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', result, d?.path).failure;
     postReply({ type: 'reply', id: io.requestId, failure: f });
@@ -301,28 +299,23 @@ function startIo(
   diskId: number,
   sector: number,
   count: number,
-  buffer: ArrayBuffer,
+  address: bigint,
   isRead: boolean,
-): boolean {
+): void {
   const d = diskOf(diskId);
   const ioId = nextId++;
-  pendingIo.set(ioId, { requestId, disk: diskId, buffer, isRead });
+  pendingIo.set(ioId, { requestId, disk: diskId, isRead });
   d.inFlight++;
   lastWarning = undefined;
-  const address = koffi.address(buffer);
   const fn = isRead ? lib.fn.VixDiskLib_ReadAsync : lib.fn.VixDiskLib_WriteAsync;
   const raw = fn(d.ptr, sector, count, address, callbacks!.completion, ioId);
-  if (vixCode(raw) === Vix.ASYNC) return true;
+  if (vixCode(raw) === Vix.ASYNC) return;
   pendingIo.delete(ioId);
   d.inFlight--;
   if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
-  if (vixCode(raw) === Vix.OK) {
-    // Completed synchronously without calling back (allowed by VDDK for some transports).
-    if (isRead) post({ type: 'reply', id: requestId, result: buffer }, [buffer]);
-    else post({ type: 'reply', id: requestId, result: null });
-    return true;
-  }
-  throw failure(isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', raw, d.path);
+  // VIX_OK: completed at once without calling back (VDDK allows it for some transports).
+  if (vixCode(raw) === Vix.OK) postReply({ type: 'reply', id: requestId, result: null });
+  else throw failure(isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', raw, d.path);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -391,28 +384,17 @@ async function handle(req: Request, id: number): Promise<unknown> {
       return allocated(d.ptr, d.path, req.startSector, req.numSectors, req.chunkSectors);
     }
     case 'read':
-      startIo(id, req.disk, req.sector, req.count, req.data, true);
-      return undefined; // replied by the completion
     case 'write':
-      startIo(id, req.disk, req.sector, req.count, req.data, false);
-      return undefined;
-    case 'readSync': {
-      const d = diskOf(req.disk);
-      const buffer = req.data;
-      check(
-        'VixDiskLib_Read',
-        lib.fn.VixDiskLib_Read(d.ptr, req.sector, req.count, koffi.address(buffer)),
-        d.path,
-      );
-      return buffer;
-    }
+      startIo(id, req.disk, req.sector, req.count, req.address, req.op === 'read');
+      return undefined; // replied by the completion
+    case 'readSync':
     case 'writeSync': {
       const d = diskOf(req.disk);
-      check(
-        'VixDiskLib_Write',
-        lib.fn.VixDiskLib_Write(d.ptr, req.sector, req.count, koffi.address(req.data)),
-        d.path,
-      );
+      const read = req.op === 'readSync';
+      const raw = read
+        ? lib.fn.VixDiskLib_Read(d.ptr, req.sector, req.count, req.address)
+        : lib.fn.VixDiskLib_Write(d.ptr, req.sector, req.count, req.address);
+      check(read ? 'VixDiskLib_Read' : 'VixDiskLib_Write', raw, d.path);
       return null;
     }
     case 'flush': {
