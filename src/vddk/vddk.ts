@@ -84,6 +84,7 @@ export class Vddk {
   readonly #pending = new Map<number, Pending>();
   readonly #log: Logger;
   #nextId = 1;
+  #outbox: (Request & { id: number })[] = [];
   #dead: Error | undefined;
   #exited = false;
 
@@ -224,8 +225,17 @@ export class Vddk {
     return new Promise<T>((resolve, reject) => {
       if (this.#pending.size === 0) this.#worker.ref();
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, pin });
-      this.#worker.postMessage({ ...req, id });
+      // Requests made in one turn of the event loop go to the worker in one message: under load,
+      // every message costs a thread wake-up, and the pipeline issues its next reads in bursts.
+      if (this.#outbox.length === 0) setImmediate(() => this.#flush());
+      this.#outbox.push({ ...req, id });
     });
+  }
+
+  #flush(): void {
+    const batch = this.#outbox;
+    this.#outbox = [];
+    if (batch.length > 0 && !this.#dead) this.#worker.postMessage(batch);
   }
 
   /** ConnectEx to vCenter for one VM (and snapshot), with the policy's transport order. */

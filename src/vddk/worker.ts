@@ -457,7 +457,11 @@ async function handle(req: Request, id: number): Promise<unknown> {
   }
 }
 
-port.on('message', (msg: RequestMessage) => {
+port.on('message', (batch: RequestMessage[]) => {
+  for (const msg of batch) dispatch(msg);
+});
+
+function dispatch(msg: RequestMessage): void {
   handle(msg, msg.id).then(
     (result) => {
       if (result === undefined) return;
@@ -469,7 +473,7 @@ port.on('message', (msg: RequestMessage) => {
       else post({ type: 'reply', id: msg.id, message: err instanceof Error ? err.message : String(err) });
     },
   );
-});
+}
 
 // ------------------------------------------------------------------------------------------------
 // Start: bind, InitEx, report the library's identity
