@@ -72,6 +72,11 @@ interface Pending {
  */
 const quarantine: Uint8Array[] = [];
 
+/** Bytes kept alive because a dead worker never answered for them (a diagnostic). */
+export function quarantinedBytes(): number {
+  return quarantine.reduce((n, b) => n + b.length, 0);
+}
+
 let started: Promise<Vddk> | undefined;
 let exitedInProcess = false;
 
