@@ -489,8 +489,24 @@ function versionOf(path: string): string {
   return m ? m[1]! : 'unknown';
 }
 
+/**
+ * Pins the library in memory: VDDK runs threads of its own, and if the library were unmapped when
+ * this worker's isolate is torn down (process.exit() without Vddk.exit()), those threads would
+ * crash the process. RTLD_NODELETE makes the loader ignore the later dlclose.
+ */
+function pinLibrary(path: string): void {
+  const dlopen = libc.func('void *dlopen(const char *file, int mode)') as (
+    file: string,
+    mode: number,
+  ) => unknown;
+  const RTLD_NOW = 0x2;
+  const RTLD_NODELETE = 0x1000;
+  dlopen(path, RTLD_NOW | RTLD_NODELETE);
+}
+
 try {
   lib = bindLibrary(start.libraryPath);
+  pinLibrary(start.libraryPath);
   const t = lib.types;
   callbacks = {
     log: koffi.register(makeLogger('info'), koffi.pointer(t.VixDiskLibGenericLogFunc)),
