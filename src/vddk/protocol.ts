@@ -70,5 +70,7 @@ export type WorkerMessage =
   | { type: 'ready'; identity: LibraryIdentity }
   | { type: 'startFailed'; message: string; code: string }
   | { type: 'reply'; id: number; result?: unknown; failure?: VixFailure; message?: string }
-  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
-  | { type: 'batch'; messages: WorkerMessage[] };
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
+
+/** What the worker posts: its messages of one turn of its event loop, in order. */
+export type WorkerBatch = readonly WorkerMessage[];

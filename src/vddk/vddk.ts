@@ -1,8 +1,8 @@
 /**
  * The event-loop side of the VDDK binding. `Vddk.start()` starts the worker thread that owns the
  * library (src/vddk/worker.ts) and initialises it; connections and disks are handles to objects in
- * that worker. Nothing here blocks on VDDK: every call is a message, and read buffers come back
- * transferred (zero-copy) from the worker.
+ * that worker. Nothing here blocks on VDDK: every call is a message, and the library reads into (and
+ * writes from) buffers of this thread by address, without copies.
  */
 import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
@@ -28,6 +28,7 @@ import type {
   LibraryIdentity,
   OpenResult,
   Request,
+  WorkerBatch,
   WorkerMessage,
   WorkerStart,
 } from './protocol.js';
@@ -97,7 +98,9 @@ export class Vddk {
     this.#worker = worker;
     this.identity = identity;
     this.#log = log;
-    worker.on('message', (msg: WorkerMessage) => this.#onMessage(msg));
+    worker.on('message', (batch: WorkerBatch) => {
+      for (const msg of batch) this.#onMessage(msg);
+    });
     worker.on('error', (err) => this.#fail(err));
     worker.on('exit', (code) => {
       if (!this.#exited) this.#fail(new Error(`the VDDK worker thread exited with code ${code}`));
@@ -148,16 +151,18 @@ export class Vddk {
     };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
     const identity = await new Promise<LibraryIdentity>((resolve, reject) => {
-      const onMessage = (msg: WorkerMessage) => {
-        if (msg.type === 'log') {
-          logLibrary(log, msg.level, msg.message);
-        } else if (msg.type === 'ready') {
-          cleanup();
-          resolve(msg.identity);
-        } else if (msg.type === 'startFailed') {
-          cleanup();
-          void worker.terminate();
-          reject(new VddkLibraryError(msg.code, msg.message));
+      const onMessage = (batch: WorkerBatch) => {
+        for (const msg of batch) {
+          if (msg.type === 'log') {
+            logLibrary(log, msg.level, msg.message);
+          } else if (msg.type === 'ready') {
+            cleanup();
+            resolve(msg.identity);
+          } else if (msg.type === 'startFailed') {
+            cleanup();
+            void worker.terminate();
+            reject(new VddkLibraryError(msg.code, msg.message));
+          }
         }
       };
       const onError = (err: Error) => {
@@ -188,10 +193,6 @@ export class Vddk {
   }
 
   #onMessage(msg: WorkerMessage): void {
-    if (msg.type === 'batch') {
-      for (const m of msg.messages) this.#onMessage(m);
-      return;
-    }
     if (msg.type === 'log') {
       logLibrary(this.#log, msg.level, msg.message);
       return;

@@ -36,27 +36,21 @@ const port = parentPort;
 if (!port) throw new Error('src/vddk/worker.ts runs only as a worker thread');
 const start = workerData as WorkerStart;
 
-function post(msg: WorkerMessage, transfer: ArrayBuffer[] = []): void {
-  port!.postMessage(msg, transfer);
-}
-
 /**
- * I/O completions arrive in bursts (one callback per finished request); their replies go to the
- * event loop in one message per burst, which halves the messages per request under load.
+ * Every message to the event loop goes through one ordered queue, flushed once per turn of this
+ * thread's loop: I/O completions arrive in bursts, and under load each message costs a thread
+ * wake-up on the other side. One queue keeps replies, logs and start-up messages in order.
  */
-let batch: { replies: WorkerMessage[]; transfer: ArrayBuffer[] } | undefined;
-function postReply(msg: WorkerMessage, transfer: ArrayBuffer[] = []): void {
-  if (!batch) {
-    batch = { replies: [], transfer: [] };
+let outbox: WorkerMessage[] = [];
+function post(msg: WorkerMessage): void {
+  if (outbox.length === 0) {
     setImmediate(() => {
-      const b = batch!;
-      batch = undefined;
-      if (b.replies.length === 1) post(b.replies[0]!, b.transfer);
-      else post({ type: 'batch', messages: b.replies }, b.transfer);
+      const messages = outbox;
+      outbox = [];
+      port!.postMessage(messages);
     });
   }
-  batch.replies.push(msg);
-  batch.transfer.push(...transfer);
+  outbox.push(msg);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -287,10 +281,10 @@ function onCompletion(cbData: Pointer, result: VixResult): void {
     if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
   }
   if (vixCode(result) === Vix.OK) {
-    postReply({ type: 'reply', id: io.requestId, result: null });
+    post({ type: 'reply', id: io.requestId, result: null });
   } else {
     const f = failure(io.isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', result, d?.path).failure;
-    postReply({ type: 'reply', id: io.requestId, failure: f });
+    post({ type: 'reply', id: io.requestId, failure: f });
   }
 }
 
@@ -314,7 +308,7 @@ function startIo(
   d.inFlight--;
   if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
   // VIX_OK: completed at once without calling back (VDDK allows it for some transports).
-  if (vixCode(raw) === Vix.OK) postReply({ type: 'reply', id: requestId, result: null });
+  if (vixCode(raw) === Vix.OK) post({ type: 'reply', id: requestId, result: null });
   else throw failure(isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', raw, d.path);
 }
 
@@ -465,8 +459,7 @@ function dispatch(msg: RequestMessage): void {
   handle(msg, msg.id).then(
     (result) => {
       if (result === undefined) return;
-      const transfer = result instanceof ArrayBuffer ? [result] : [];
-      post({ type: 'reply', id: msg.id, result }, transfer);
+      post({ type: 'reply', id: msg.id, result });
     },
     (err: unknown) => {
       if (err instanceof Failure) post({ type: 'reply', id: msg.id, failure: err.failure });
