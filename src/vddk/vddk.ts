@@ -173,12 +173,23 @@ export class Vddk {
           }),
         );
       };
+      const onExit = (code: number) => {
+        cleanup();
+        reject(
+          new VddkLibraryError(
+            'VDDK_WORKER',
+            `the VDDK worker thread exited with code ${code} while starting`,
+          ),
+        );
+      };
       const cleanup = () => {
         worker.off('message', onMessage);
         worker.off('error', onError);
+        worker.off('exit', onExit);
       };
       worker.on('message', onMessage);
       worker.on('error', onError);
+      worker.on('exit', onExit);
     });
     const vddk = new Vddk(worker, identity, log);
     log.info(
