@@ -31,3 +31,12 @@ test('vbproxy vddk info with a directory without VDDK says what to set (exit 1)'
     /no libvixDiskLib\.so\.8 or libvixDiskLib\.so\.7 under \/nonexistent\/lib64: set VBPROXY_VDDK_LIBDIR/,
   );
 });
+
+test('vbproxy vddk info with a configuration file that cannot be read names it (exit 1)', () => {
+  const r = spawnSync(process.execPath, [cli, 'vddk', 'info', '--config', '/nonexistent/vddk.conf'], {
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /VixDiskLib_InitEx failed: The file was not found \[4\]/);
+  assert.match(r.stderr, /cannot read the configuration file \/nonexistent\/vddk\.conf/);
+});
