@@ -320,8 +320,11 @@ function addressOf(data: Uint8Array): bigint {
   return koffi.address(view);
 }
 
+/** VDDK 7+ logs spurious "phone home" (CEIP) failures as warnings; nbdkit demotes them too. */
+const NOISE = /Get CEIP status failed|VDDK_PhoneHome/;
+
 function logLibrary(log: Logger, level: 'info' | 'warn' | 'error', message: string): void {
-  if (level === 'info') log.debug({ vddk: message }, 'VDDK log');
+  if (level === 'info' || (level === 'warn' && NOISE.test(message))) log.debug({ vddk: message }, 'VDDK log');
   else if (level === 'warn') log.warn({ vddk: message }, 'VDDK warning');
   else log.error({ vddk: message }, 'VDDK panic');
 }
