@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { getRestorePoint, listRestorePoints } from '../../src/catalog/restore-points.js';
+import { fileHash, startE2E, type E2E, type WorkerProcess } from './harness.js';
+
+let e: E2E;
+let worker: WorkerProcess;
+
+before(async () => {
+  e = await startE2E();
+  worker = e.startWorker('vbproxy01');
+});
+after(async () => {
+  await e?.close();
+});
+
+test('full then incremental: the incremental reads only the changed chunks and both points restore byte for byte', async () => {
+  const policy = await e.policy();
+  const before0 = e.diskHash('db01', 2000);
+  const before1 = e.diskHash('db01', 2001);
+  const j1 = await e.backup(policy, 'db01');
+  const job1 = await e.waitJob(j1);
+  assert.equal(job1.state, 'succeeded', job1.errorMessage ?? '');
+  const [p1] = await listRestorePoints(e.db.pool, { vmMoref: e.morefs.get('db01') });
+  assert.ok(p1);
+  const full = await getRestorePoint(e.db.pool, p1.id);
+  assert.deepEqual(
+    full.disks.map((d) => [d.diskKey, d.mode, d.transport]),
+    [
+      [2000, 'full', 'hotadd'],
+      [2001, 'full', 'hotadd'],
+    ],
+  );
+  assert.ok(full.disks.every((d) => d.changeId !== null));
+
+  // Guest writes: 3 chunks' worth on disk 2000 (two adjacent 512 KiB chunks + one far away), none on 2001.
+  const chunk = 512 * 1024;
+  e.lab.guestWrite('db01', 2000, 5 * chunk + 1000, Buffer.alloc(chunk, 0x5a)); // touches chunks 5 and 6
+  e.lab.guestWrite('db01', 2000, 40 * chunk, Buffer.alloc(4096, 0xa5)); // chunk 40
+  const after0 = e.diskHash('db01', 2000);
+  assert.notEqual(after0, before0);
+
+  const j2 = await e.backup(policy, 'db01');
+  const job2 = await e.waitJob(j2);
+  assert.equal(job2.state, 'succeeded', job2.errorMessage ?? '');
+  const points = await listRestorePoints(e.db.pool, { vmMoref: e.morefs.get('db01') });
+  assert.equal(points.length, 2);
+  const inc = await getRestorePoint(e.db.pool, points[0]!.id);
+  const d0 = inc.disks.find((d) => d.diskKey === 2000)!;
+  const d1 = inc.disks.find((d) => d.diskKey === 2001)!;
+  assert.equal(d0.mode, 'incremental');
+  assert.equal(d1.mode, 'incremental');
+  assert.equal(d0.bytesRead, 3 * chunk, 'only the three changed chunks are read');
+  assert.equal(d1.bytesRead, 0, 'an unchanged disk reads nothing');
+  assert.notEqual(d0.changeId, full.disks[0]!.changeId, 'the changeId advanced');
+
+  // Restore both points through restore jobs to image files, compare with the disks at backup time.
+  for (const [point, expect0] of [
+    [full, before0],
+    [inc, after0],
+  ] as const) {
+    const out = join(e.dir, `restore-${point.id}`);
+    const r = await e.restore(point.id, { kind: 'file', directory: out });
+    const rj = await e.waitJob(r);
+    assert.equal(rj.state, 'succeeded', rj.errorMessage ?? '');
+    assert.equal(fileHash(join(out, 'db01-disk2000.img')), expect0);
+    assert.equal(fileHash(join(out, 'db01-disk2001.img')), before1);
+  }
+
+  // Nothing left behind in vSphere.
+  assert.deepEqual(await e.hotAdded('vbproxy01'), []);
+  assert.deepEqual(await e.ourSnapshots('db01'), []);
+  assert.equal(await e.openLedger('vbproxy01'), 0);
+  assert.ok(worker.output().includes('"jobId"'), 'logs carry the job id');
+});
