@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { version } from '../version.js';
 import { registerSurfaceCommands } from './surface.js';
 import { labCommand } from './lab.js';
+import { registerVddkCommands } from './vddk.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -12,5 +13,6 @@ export function buildProgram(): Command {
     .exitOverride();
   registerSurfaceCommands(program);
   program.addCommand(labCommand());
+  registerVddkCommands(program);
   return program;
 }
