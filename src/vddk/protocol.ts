@@ -10,6 +10,8 @@ export interface WorkerStart {
   readonly libraryPath: string;
   readonly libDir: string;
   readonly configFile: string | null;
+  /** The event loop's registered VixDiskLibCompletionCB (koffi.register), for ReadAsync/WriteAsync. */
+  readonly completionCallback: bigint;
 }
 
 export interface LibraryIdentity {
@@ -60,6 +62,8 @@ export type Request =
   | { op: 'cleanup'; fields: ConnectParamsFields | null }
   | { op: 'prepareForAccess' | 'endAccess'; fields: ConnectParamsFields; identity: string }
   | { op: 'errorText'; code: number }
+  /** The VixFailure (with VDDK's text) of an asynchronous completion's result. */
+  | { op: 'failure'; operation: string; code: number | bigint; object: string }
   | { op: 'exit' };
 
 export type RequestMessage = Request & { readonly id: number };

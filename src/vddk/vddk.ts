@@ -21,8 +21,11 @@ import {
   VddkLibraryError,
   VddkRuleViolationError,
   Vix,
+  vixCode,
+  type VixFailure,
 } from './errors.js';
 import { locateLibrary, LAB_LIBDIR, onLibraryPath } from './library-path.js';
+import { vddkTypes, type Pointer, type VixResult } from './declarations.js';
 import type {
   DiskInfo,
   LibraryIdentity,
@@ -65,6 +68,40 @@ interface Pending {
   reject: (err: Error) => void;
   /** Memory the library may still write into or read from until the reply. */
   pin?: Uint8Array;
+  /** For asynchronous I/O: what to name in an error. */
+  io?: { operation: string; object: string };
+}
+
+/** Counts operations in flight and lets callers wait until none is. */
+class InFlight {
+  #n = 0;
+  #waiters: (() => void)[] = [];
+  begin(): void {
+    this.#n++;
+  }
+  end(): void {
+    if (--this.#n === 0) for (const w of this.#waiters.splice(0)) w();
+  }
+  idle(): Promise<void> {
+    return this.#n === 0 ? Promise.resolve() : new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
+
+/** The running instance, for the completion callback. */
+let current: Vddk | undefined;
+let completionCallback: bigint | undefined;
+
+/**
+ * The process's VixDiskLibCompletionCB, registered on this thread: VDDK's own threads call it for
+ * every ReadAsync/WriteAsync, and koffi relays the call to this event loop (the library thread
+ * waits until it has run). cbData is the request id.
+ */
+function completionCallbackPointer(): bigint {
+  completionCallback ??= koffi.register(
+    (cbData: Pointer, result: VixResult) => current?.completed(Number(cbData as bigint), result),
+    koffi.pointer(vddkTypes().VixDiskLibCompletionCB),
+  );
+  return completionCallback;
 }
 
 /**
@@ -89,6 +126,8 @@ export class Vddk {
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
   readonly #log: Logger;
+  /** @internal Reads and writes in flight, over all disks. */
+  readonly io = new InFlight();
   #nextId = 1;
   #outbox: (Request & { id: number })[] = [];
   #dead: Error | undefined;
@@ -148,6 +187,7 @@ export class Vddk {
       libraryPath: located.libraryPath,
       libDir: located.libDir,
       configFile: options.configFile !== undefined ? options.configFile : envConfig ? envConfig : null,
+      completionCallback: completionCallbackPointer(),
     };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
     const identity = await new Promise<LibraryIdentity>((resolve, reject) => {
@@ -192,6 +232,7 @@ export class Vddk {
       worker.on('exit', onExit);
     });
     const vddk = new Vddk(worker, identity, log);
+    current = vddk;
     log.info(
       { library: identity.libraryPath, version: identity.version, lab: identity.labIdentity !== null },
       'VDDK initialised',
@@ -209,13 +250,35 @@ export class Vddk {
       return;
     }
     if (msg.type !== 'reply') return;
-    const p = this.#pending.get(msg.id);
+    const p = this.#settle(msg.id);
     if (!p) return;
-    this.#pending.delete(msg.id);
-    if (this.#pending.size === 0) this.#worker.unref();
     if (msg.failure) p.reject(vddkErrorFromFailure(msg.failure));
     else if (msg.message !== undefined) p.reject(new VddkError('VDDK_BINDING', msg.message));
     else p.resolve(msg.result);
+  }
+
+  #settle(id: number): Pending | undefined {
+    const p = this.#pending.get(id);
+    if (!p) return undefined;
+    this.#pending.delete(id);
+    if (this.#pending.size === 0) this.#worker.unref();
+    return p;
+  }
+
+  /** @internal The completion of asynchronous I/O request `id`, from VDDK's thread via koffi. */
+  completed(id: number, result: VixResult): void {
+    const p = this.#pending.get(id);
+    if (!p?.io) return;
+    if (vixCode(result) === Vix.OK) {
+      this.#settle(id)?.resolve(null);
+      return;
+    }
+    // The worker owns the library: it turns the code into VDDK's text.
+    const { operation, object } = p.io;
+    this.call<VixFailure>({ op: 'failure', operation, code: result, object }).then(
+      (f) => this.#settle(id)?.reject(vddkErrorFromFailure(f)),
+      (err: unknown) => this.#settle(id)?.reject(err as Error),
+    );
   }
 
   #fail(err: Error): void {
@@ -227,7 +290,7 @@ export class Vddk {
   }
 
   /** @internal Sends one request to the worker. */
-  call<T>(req: Request, pin?: Uint8Array): Promise<T> {
+  call<T>(req: Request, pin?: Uint8Array, io?: { operation: string; object: string }): Promise<T> {
     if (this.#exited) {
       return Promise.reject(
         new VddkRuleViolationError(
@@ -241,7 +304,7 @@ export class Vddk {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       if (this.#pending.size === 0) this.#worker.ref();
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, pin });
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, pin, io });
       // Requests made in one turn of the event loop go to the worker in one message: under load,
       // every message costs a thread wake-up, and the pipeline issues its next reads in bursts.
       if (this.#outbox.length === 0) setImmediate(() => this.#flush());
@@ -307,9 +370,13 @@ export class Vddk {
   /** VixDiskLib_Exit, then the worker ends. Disks and connections must be closed first. */
   async exit(): Promise<void> {
     if (this.#exited) return;
+    await this.io.idle();
     await this.call<void>({ op: 'exit' });
     this.#exited = true;
     exitedInProcess = true;
+    current = undefined;
+    if (completionCallback !== undefined) koffi.unregister(completionCallback);
+    completionCallback = undefined;
     await this.#worker.terminate();
   }
 }
@@ -339,6 +406,9 @@ export interface OpenOptions {
 /** A VDDK connection (ConnectEx): opens disks of one VM/snapshot, or local files. */
 export class VddkConnection {
   #closed = false;
+  /** @internal Disks open on this connection. */
+  readonly disks = new Set<VddkDisk>();
+
   constructor(
     readonly vddk: Vddk,
     readonly id: number,
@@ -351,20 +421,18 @@ export class VddkConnection {
     if (options.readOnly ?? true) flags |= OpenFlags.READ_ONLY;
     if (options.unbuffered) flags |= OpenFlags.UNBUFFERED;
     const r = await this.vddk.call<OpenResult>({ op: 'open', conn: this.id, path, flags });
-    return new VddkDisk(
-      this,
-      r.disk,
-      path,
-      r.transport as Transport,
-      r.info,
-      (flags & OpenFlags.READ_ONLY) !== 0,
-    );
+    const readOnly = (flags & OpenFlags.READ_ONLY) !== 0;
+    const disk = new VddkDisk(this, r.disk, path, r.transport as Transport, r.info, readOnly);
+    this.disks.add(disk);
+    return disk;
   }
 
-  /** VixDiskLib_Disconnect (closes any disk still open on it). */
+  /** Waits for the I/O of its disks, then VixDiskLib_Disconnect (which closes disks still open). */
   async disconnect(): Promise<void> {
     if (this.#closed) return;
+    for (const d of this.disks) await d.idle();
     await this.vddk.call<void>({ op: 'disconnect', conn: this.id });
+    this.disks.clear();
     this.#closed = true;
   }
 }
@@ -372,6 +440,8 @@ export class VddkConnection {
 /** An open disk (VixDiskLib_Open). Offsets and lengths are bytes, whole 512-byte sectors. */
 export class VddkDisk {
   #closed = false;
+  readonly #io = new InFlight();
+
   constructor(
     readonly connection: VddkConnection,
     readonly id: number,
@@ -387,6 +457,11 @@ export class VddkDisk {
     return this.info.capacitySectors * SECTOR_SIZE;
   }
 
+  /** Resolves when no read or write of this disk is in flight. */
+  idle(): Promise<void> {
+    return this.#io.idle();
+  }
+
   #sectors(operation: string, offset: number, length: number): { sector: number; count: number } {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw ruleViolation(operation, `offset ${offset} and length ${length} must be non-negative integers`);
@@ -400,24 +475,41 @@ export class VddkDisk {
     return { sector: offset / SECTOR_SIZE, count: length / SECTOR_SIZE };
   }
 
+  async #io_(
+    op: 'read' | 'readSync' | 'write' | 'writeSync',
+    offset: number,
+    data: Uint8Array,
+  ): Promise<void> {
+    const operation = {
+      read: 'VixDiskLib_ReadAsync',
+      readSync: 'VixDiskLib_Read',
+      write: 'VixDiskLib_WriteAsync',
+      writeSync: 'VixDiskLib_Write',
+    }[op];
+    const { sector, count } = this.#sectors(operation, offset, data.length);
+    const vddk = this.connection.vddk;
+    this.#io.begin();
+    vddk.io.begin();
+    try {
+      await vddk.call<null>({ op, disk: this.id, sector, count, address: addressOf(data) }, data, {
+        operation,
+        object: this.path,
+      });
+    } finally {
+      this.#io.end();
+      vddk.io.end();
+    }
+  }
+
   /**
    * Reads `length` bytes at `offset` (ReadAsync; several may be in flight). The Buffer is allocated
    * here and owns its whole ArrayBuffer; the worker gets only its address and VDDK reads into it:
    * no copy. `synchronous` uses VixDiskLib_Read instead (one at a time).
    */
   async read(offset: number, length: number, options: { synchronous?: boolean } = {}): Promise<Buffer> {
-    const op = options.synchronous ? 'readSync' : 'read';
-    const { sector, count } = this.#sectors(
-      op === 'read' ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_Read',
-      offset,
-      length,
-    );
     // Uninitialised (VDDK overwrites all of it), allocated in the isolate that keeps it.
     const buffer = Buffer.allocUnsafeSlow(length);
-    await this.connection.vddk.call<null>(
-      { op, disk: this.id, sector, count, address: addressOf(buffer) },
-      buffer,
-    );
+    await this.#io_(options.synchronous ? 'readSync' : 'read', offset, buffer);
     return buffer;
   }
 
@@ -425,22 +517,14 @@ export class VddkDisk {
    * Writes `data` at `offset` (WriteAsync; several may be in flight). VDDK reads the caller's memory
    * directly: do not change `data` until the promise settles.
    */
-  async write(offset: number, data: Uint8Array, options: { synchronous?: boolean } = {}): Promise<void> {
-    const op = options.synchronous ? 'writeSync' : 'write';
-    const { sector, count } = this.#sectors(
-      op === 'write' ? 'VixDiskLib_WriteAsync' : 'VixDiskLib_Write',
-      offset,
-      data.length,
-    );
-    await this.connection.vddk.call<null>(
-      { op, disk: this.id, sector, count, address: addressOf(data) },
-      data,
-    );
+  write(offset: number, data: Uint8Array, options: { synchronous?: boolean } = {}): Promise<void> {
+    return this.#io_(options.synchronous ? 'writeSync' : 'write', offset, data);
   }
 
-  /** Waits for the writes in flight (Wait), then VixDiskLib_Flush. */
-  flush(): Promise<void> {
-    return this.connection.vddk.call<void>({ op: 'flush', disk: this.id });
+  /** Waits for the writes in flight, then Wait and VixDiskLib_Flush. */
+  async flush(): Promise<void> {
+    await this.#io.idle();
+    await this.connection.vddk.call<void>({ op: 'flush', disk: this.id });
   }
 
   /** The disk's `ddb.*` metadata (GetMetadataKeys + ReadMetadata). */
@@ -498,7 +582,9 @@ export class VddkDisk {
   /** Waits for I/O in flight, then VixDiskLib_Close (a hot-added disk is detached). */
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#io.idle();
     await this.connection.vddk.call<void>({ op: 'close', disk: this.id });
+    this.connection.disks.delete(this);
     this.#closed = true;
   }
 }

@@ -1,14 +1,14 @@
 /**
  * The worker thread that owns libvixDiskLib. Every VDDK call of the process happens here:
  * InitEx once, ConnectEx/Open/Close on this one thread (VDDK's rule), reads and writes through
- * ReadAsync/WriteAsync with completions from the library's own threads (koffi relays them to this
- * thread's event loop). Buffers stay where the event loop allocated them: the worker only gets
+ * ReadAsync/WriteAsync. Their completions are delivered by the library's own threads straight to
+ * the event loop, which registered the completion callback (koffi relays a call from a foreign
+ * thread to the thread that registered it). Buffers stay where the event loop allocated them: the worker only gets
  * their address, VDDK reads into them or writes from them, and nothing is copied.
  *
- * The worker never makes a blocking call while asynchronous I/O of the same disk is in flight
- * (Wait, Close and Exit are only called once its own count says nothing is pending): the
- * library's threads block until this thread has run their callback, so blocking here then would
- * deadlock.
+ * A library thread that calls back blocks until the event loop has run the callback. The event
+ * loop never blocks on VDDK, so this worker may call Wait, Close or Exit at any time without a
+ * deadlock; the event loop still waits for its reads and writes before it asks for them.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { realpathSync } from 'node:fs';
@@ -89,18 +89,10 @@ interface Disk {
   ptr: Pointer;
   conn: number;
   path: string;
-  inFlight: number;
-  idle: (() => void)[];
 }
 const disks = new Map<number, Disk>();
-interface PendingIo {
-  requestId: number;
-  disk: number;
-  isRead: boolean;
-}
-const pendingIo = new Map<number, PendingIo>();
 let nextId = 1;
-let callbacks: { log: bigint; warn: bigint; panic: bigint; completion: bigint } | undefined;
+let callbacks: { log: bigint; warn: bigint; panic: bigint } | undefined;
 
 function errorText(raw: VixResult): string {
   return libraryErrorText(lib, raw);
@@ -132,10 +124,6 @@ function connOf(id: number): { ptr: Pointer; label: string } {
   const c = connections.get(id);
   if (!c) throw new VddkError('VDDK_NO_SUCH_CONNECTION', `connection ${id} is not open`);
   return c;
-}
-
-function idle(d: Disk): Promise<void> {
-  return d.inFlight === 0 ? Promise.resolve() : new Promise((resolve) => d.idle.push(resolve));
 }
 
 /** A VixDiskLibConnectParams from AllocateConnectParams, filled field by field. */
@@ -270,46 +258,26 @@ function allocated(
 // ------------------------------------------------------------------------------------------------
 // Asynchronous I/O
 
-function onCompletion(cbData: Pointer, result: VixResult): void {
-  const ioId = Number(cbData as bigint);
-  const io = pendingIo.get(ioId);
-  if (!io) return;
-  pendingIo.delete(ioId);
-  const d = disks.get(io.disk);
-  if (d) {
-    d.inFlight--;
-    if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
-  }
-  if (vixCode(result) === Vix.OK) {
-    post({ type: 'reply', id: io.requestId, result: null });
-  } else {
-    const f = failure(io.isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', result, d?.path).failure;
-    post({ type: 'reply', id: io.requestId, failure: f });
-  }
-}
-
+/**
+ * Queues one read or write. The completion callback is the event loop's (registered there, passed
+ * in WorkerStart): VDDK's thread delivers the result straight to the event loop, with the request
+ * id as cbData, and this worker never waits for it. Only an immediate result is replied here.
+ */
 function startIo(
   requestId: number,
-  diskId: number,
+  d: Disk,
   sector: number,
   count: number,
   address: bigint,
   isRead: boolean,
-): void {
-  const d = diskOf(diskId);
-  const ioId = nextId++;
-  pendingIo.set(ioId, { requestId, disk: diskId, isRead });
-  d.inFlight++;
+) {
   lastWarning = undefined;
   const fn = isRead ? lib.fn.VixDiskLib_ReadAsync : lib.fn.VixDiskLib_WriteAsync;
-  const raw = fn(d.ptr, sector, count, address, callbacks!.completion, ioId);
-  if (vixCode(raw) === Vix.ASYNC) return;
-  pendingIo.delete(ioId);
-  d.inFlight--;
-  if (d.inFlight === 0) for (const resolve of d.idle.splice(0)) resolve();
+  const raw = fn(d.ptr, sector, count, address, start.completionCallback, requestId);
+  if (vixCode(raw) === Vix.ASYNC) return undefined;
   // VIX_OK: completed at once without calling back (VDDK allows it for some transports).
-  if (vixCode(raw) === Vix.OK) post({ type: 'reply', id: requestId, result: null });
-  else throw failure(isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', raw, d.path);
+  if (vixCode(raw) === Vix.OK) return null;
+  throw failure(isRead ? 'VixDiskLib_ReadAsync' : 'VixDiskLib_WriteAsync', raw, d.path);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -334,9 +302,7 @@ async function handle(req: Request, id: number): Promise<unknown> {
     case 'disconnect': {
       const c = connOf(req.conn);
       for (const [diskId, d] of disks) {
-        if (d.conn !== req.conn) continue;
-        await idle(d);
-        disks.delete(diskId); // Disconnect closes the disks still open on the connection
+        if (d.conn === req.conn) disks.delete(diskId); // Disconnect closes the disks still open on it
       }
       check('VixDiskLib_Disconnect', lib.fn.VixDiskLib_Disconnect(c.ptr), c.label);
       connections.delete(req.conn);
@@ -351,7 +317,7 @@ async function handle(req: Request, id: number): Promise<unknown> {
         const transport = lib.fn.VixDiskLib_GetTransportMode(ptr) ?? 'unknown';
         const info = readInfo(ptr);
         const diskId = nextId++;
-        disks.set(diskId, { ptr, conn: req.conn, path: req.path, inFlight: 0, idle: [] });
+        disks.set(diskId, { ptr, conn: req.conn, path: req.path });
         return { disk: diskId, transport, info };
       } catch (err) {
         lib.fn.VixDiskLib_Close(ptr);
@@ -360,8 +326,6 @@ async function handle(req: Request, id: number): Promise<unknown> {
     }
     case 'close': {
       const d = diskOf(req.disk);
-      await idle(d);
-      lastWarning = undefined;
       check('VixDiskLib_Wait', lib.fn.VixDiskLib_Wait(d.ptr), d.path);
       check('VixDiskLib_Close', lib.fn.VixDiskLib_Close(d.ptr), d.path);
       disks.delete(req.disk);
@@ -379,8 +343,7 @@ async function handle(req: Request, id: number): Promise<unknown> {
     }
     case 'read':
     case 'write':
-      startIo(id, req.disk, req.sector, req.count, req.address, req.op === 'read');
-      return undefined; // replied by the completion
+      return startIo(id, diskOf(req.disk), req.sector, req.count, req.address, req.op === 'read');
     case 'readSync':
     case 'writeSync': {
       const d = diskOf(req.disk);
@@ -393,8 +356,6 @@ async function handle(req: Request, id: number): Promise<unknown> {
     }
     case 'flush': {
       const d = diskOf(req.disk);
-      await idle(d);
-      lastWarning = undefined;
       check('VixDiskLib_Wait', lib.fn.VixDiskLib_Wait(d.ptr), d.path);
       check('VixDiskLib_Flush', lib.fn.VixDiskLib_Flush(d.ptr), d.path);
       return null;
@@ -431,10 +392,11 @@ async function handle(req: Request, id: number): Promise<unknown> {
       return null;
     case 'errorText':
       return errorText(req.code);
+    case 'failure':
+      return failure(req.operation, req.code, req.object).failure;
     case 'exit': {
       // VDDK's order: Close, Disconnect, then Exit; disks left open are closed (and detached) here.
       for (const [diskId, d] of disks) {
-        await idle(d);
         lib.fn.VixDiskLib_Wait(d.ptr);
         lib.fn.VixDiskLib_Close(d.ptr);
         disks.delete(diskId);
@@ -505,7 +467,6 @@ try {
     log: koffi.register(makeLogger('info'), koffi.pointer(t.VixDiskLibGenericLogFunc)),
     warn: koffi.register(makeLogger('warn'), koffi.pointer(t.VixDiskLibGenericLogFunc)),
     panic: koffi.register(makeLogger('error'), koffi.pointer(t.VixDiskLibGenericLogFunc)),
-    completion: koffi.register(onCompletion, koffi.pointer(t.VixDiskLibCompletionCB)),
   };
   const raw = lib.fn.VixDiskLib_InitEx(
     7,
