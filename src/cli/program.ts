@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { version } from '../version.js';
+import { firstbootCommand } from './firstboot.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -8,5 +9,6 @@ export function buildProgram(): Command {
     .version(version, '-V, --version')
     .showHelpAfterError()
     .exitOverride();
+  program.addCommand(firstbootCommand());
   return program;
 }

@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { describeError } from '../errors.js';
+import { PropertyValidationError } from '../appliance/errors.js';
+import { lookupServiceAccount, runFirstboot } from '../appliance/firstboot.js';
+import { LAYOUT } from '../appliance/layout.js';
+import type { OvfEnvSource } from '../appliance/ovf-env.js';
+import { ExitCode } from './exit-codes.js';
+import { UsageError } from './usage-error.js';
+
+interface FirstbootCliOptions {
+  root: string;
+  source: 'auto' | 'vmtools' | 'iso' | 'file';
+  ovfEnv?: string;
+  iso?: string;
+  force: boolean;
+  apply: boolean;
+}
+
+/**
+ * `vbproxy firstboot`: configures the appliance from its OVF environment. Run once by
+ * vbproxy-firstboot.service; its output goes to the console and the journal as plain lines.
+ */
+export function firstbootCommand(): Command {
+  return new Command('firstboot')
+    .description(
+      'configure the appliance from its OVF environment (vApp properties); run by vbproxy-firstboot.service',
+    )
+    .addOption(
+      new Option('--source <source>', 'where to read the OVF environment')
+        .choices(['auto', 'vmtools', 'iso', 'file'])
+        .default('auto'),
+    )
+    .option('--ovf-env <file>', 'read the OVF environment from this file (implies --source file)')
+    .option('--iso <image>', 'read ovf-env.xml from this ISO image or CD-ROM device (implies --source iso)')
+    .option('--root <dir>', 'file system root to write into (for image builds and tests)', '/')
+    .option('--force', 'run even though first boot has already completed', false)
+    .option('--no-apply', 'write the files only; do not set the host name or reload the network')
+    .action((o: FirstbootCliOptions) => {
+      const say = (line: string): void => {
+        process.stdout.write(`vbproxy firstboot: ${line}\n`);
+      };
+      let source: OvfEnvSource;
+      if (o.ovfEnv !== undefined) source = { kind: 'file', path: o.ovfEnv };
+      else if (o.iso !== undefined) source = { kind: 'iso', devices: [o.iso] };
+      else if (o.source === 'file') throw new UsageError('--source file needs --ovf-env <file>');
+      else source = { kind: o.source };
+
+      if (!o.force && existsSync(join(o.root, LAYOUT.firstbootDoneFile))) {
+        say(`already completed (${LAYOUT.firstbootDoneFile} exists); use --force to run again`);
+        return;
+      }
+      const isLiveSystem = o.root === '/';
+      const serviceAccount = lookupServiceAccount();
+      if (isLiveSystem && !serviceAccount) {
+        throw new UsageError('the vbproxy service account does not exist; is this the vbproxy appliance?');
+      }
+      try {
+        const r = runFirstboot({
+          root: o.root,
+          source,
+          apply: o.apply && isLiveSystem,
+          report: say,
+          ...(serviceAccount ? { serviceAccount } : {}),
+        });
+        say(`done: ${r.settings.hostname} will register with ${r.settings.manager.url}`);
+      } catch (err) {
+        // One clear block on the console and in the journal, then a failed unit.
+        const text = err instanceof PropertyValidationError ? err.message : describeError(err);
+        for (const line of `FAILED: ${text}`.split('\n'))
+          process.stderr.write(`vbproxy firstboot: ${line}\n`);
+        process.exitCode = ExitCode.failure;
+      }
+    });
+}
