@@ -104,7 +104,7 @@ export function validateProperties(env: OvfEnvironment): ValidatedProperties {
   let caPem: string | undefined;
   const ca = get('manager.ca_certificate');
   if (ca !== '') {
-    const pem = ca.includes('-----BEGIN') ? ca : Buffer.from(ca, 'base64').toString('utf8');
+    const pem = normalizePem(ca.includes('-----BEGIN') ? ca : Buffer.from(ca, 'base64').toString('utf8'));
     try {
       if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate');
       const cert = new X509Certificate(pem);
@@ -174,7 +174,7 @@ export function validateProperties(env: OvfEnvironment): ValidatedProperties {
   }
   let network: NetworkSettings | undefined;
   if (mode === 'dhcp') {
-    const ignored = (['network.address', 'network.prefix', 'network.gateway'] as const).filter((k) => get(k) !== '');
+    const ignored = (['network.address', 'network.gateway'] as const).filter((k) => get(k) !== '');
     if (ignored.length > 0) warnings.push(`network.mode is dhcp: ignoring ${ignored.join(', ')}`);
     network = { mode: 'dhcp', dnsServers, searchDomains };
   } else if (mode === 'static') {
@@ -223,6 +223,18 @@ export function validateProperties(env: OvfEnvironment): ValidatedProperties {
   };
   if (domain !== undefined) settings.domain = domain;
   return { settings, warnings };
+}
+
+/**
+ * A PEM certificate with its line breaks restored: a vApp property is one line, and XML attribute
+ * normalisation turns the newlines of a pasted PEM file into spaces.
+ */
+function normalizePem(text: string): string {
+  const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(text);
+  if (!m) return text;
+  const body = m[1]!.replace(/\s+/g, '');
+  const lines = body.match(/.{1,64}/g) ?? [];
+  return `-----BEGIN CERTIFICATE-----\n${lines.join('\n')}\n-----END CERTIFICATE-----\n`;
 }
 
 function rawUrlHost(raw: string): string {
