@@ -8,8 +8,8 @@ variable "vbproxy_version" {
 
 variable "vbproxy_tarball" {
   type        = string
-  description = "The vbproxy package built by `npm pack` (relative to the repository root)."
-  default     = "build/appliance/vbproxy.tgz"
+  description = "The vbproxy package built by `npm pack`."
+  default     = "/var/tmp/vbproxy-appliance/vbproxy.tgz"
 }
 
 variable "debian_iso_url" {
@@ -49,7 +49,7 @@ variable "disk_size_mib" {
 
 variable "output_dir" {
   type    = string
-  default = "build/appliance/packer"
+  default = "/var/tmp/vbproxy-appliance/packer"
 }
 
 # Build-time account only: 99-cleanup.sh deletes it before the image is sealed.

@@ -10,9 +10,15 @@ if [[ "${VERSION_CODENAME:-}" != trixie ]]; then
   exit 1
 fi
 
+P="${VBPROXY_PROVISION_DIR:-/tmp/vbproxy-provision}"
+# npm only when vbproxy's dependencies must be installed here (packer); build.sh stages them.
+npm=npm
+if [[ -d "$P/node_modules/vbproxy" ]]; then npm=""; fi
+
 apt-get update -q
+# shellcheck disable=SC2086 # $npm is empty or one word
 apt-get install -y -q --no-install-recommends \
-  nodejs npm \
+  nodejs $npm \
   postgresql redis-server \
   open-vm-tools \
   systemd-resolved systemd-timesyncd \

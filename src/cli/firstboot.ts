@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { describeError } from '../errors.js';
@@ -68,9 +68,34 @@ export function firstbootCommand(): Command {
       } catch (err) {
         // One clear block on the console and in the journal, then a failed unit.
         const text = err instanceof PropertyValidationError ? err.message : describeError(err);
-        for (const line of `FAILED: ${text}`.split('\n'))
-          process.stderr.write(`vbproxy firstboot: ${line}\n`);
+        const block = `FAILED: ${text}`
+          .split('\n')
+          .map((line) => `vbproxy firstboot: ${line}\n`)
+          .join('');
+        process.stderr.write(block);
+        if (isLiveSystem) writeToConsoles(block);
         process.exitCode = ExitCode.failure;
       }
     });
+}
+
+/**
+ * Writes `text` to every active kernel console (e.g. tty0, the VMware console, and ttyS0): the
+ * unit's StandardError=journal+console reaches only the last console= of the kernel command line.
+ */
+function writeToConsoles(text: string): void {
+  let active: string[] = [];
+  try {
+    active = readFileSync('/sys/class/tty/console/active', 'utf8').trim().split(/\s+/);
+  } catch {
+    return;
+  }
+  for (const name of active) {
+    if (!/^[A-Za-z0-9]+$/.test(name)) continue;
+    try {
+      appendFileSync(`/dev/${name}`, `\r\n${text.replace(/\n/g, '\r\n')}`);
+    } catch {
+      // A console we cannot open is one nobody reads.
+    }
+  }
 }
