@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # npm run appliance:smoke — boots the disk of the OVA that appliance:build made, under qemu (TCG
-# where KVM does not work), the way vCenter would: PVSCSI disk, vmxnet3 adapter, EFI firmware, and
-# the OVF environment on a CD-ROM (the ISO transport). User networking with forwarded ports only.
+# where KVM does not work), close to how vCenter runs it: vmxnet3 adapter, EFI firmware, a PVSCSI
+# controller with a "hot-added" guest disk, and the OVF environment on a CD-ROM (the ISO
+# transport). The system disk sits on virtio-scsi because Debian's OVMF cannot boot from PVSCSI.
+# User networking with forwarded ports only.
 #
 #   1. good properties: first boot completes; over SSH (key from the vApp property, forwarded
 #      port) the host name, config and secret modes, firewall, services and udev rules are checked;
@@ -14,6 +16,7 @@
 #                           (run from the repository root); without it step 1's registration and
 #                           API checks are reported as not run and the smoke run fails
 #   VBPROXY_SMOKE_TIMEOUT   seconds to wait for first boot (default 900)
+#   VBPROXY_SMOKE_ACCEL     qemu accelerator: tcg (default) or kvm
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -85,14 +88,20 @@ make_env_iso() {
 boot() {
   local name="$1" iso="$2" fwd="${3:-}"
   qemu-img create -q -f qcow2 -F vmdk -b "$vmdk" "$work/$name.qcow2"
+  # A guest disk as VDDK would hot-add it (PVSCSI, second controller), with a partition table.
+  qemu-img create -q -f qcow2 "$work/$name-guest.qcow2" 1G
   cp "$ovmf_vars" "$work/$name.vars"
-  say "booting $name (2 vCPU, 4 GiB; KVM if it works, else TCG)"
-  # qemu takes the first accelerator that works.
-  qemu-system-x86_64 -accel kvm -accel tcg -machine q35 -smp 2 -m 4096 -display none -no-reboot \
+  # TCG unless VBPROXY_SMOKE_ACCEL=kvm: here /dev/kvm exists but nested KVM stops the guest with
+  # "KVM internal error ... emulation failure", and qemu does not fall back to TCG by itself.
+  local accel="${VBPROXY_SMOKE_ACCEL:-tcg}"
+  say "booting $name ($accel, 2 vCPU, 4 GiB)"
+  qemu-system-x86_64 -accel "$accel" -machine q35 -smp 2 -m 4096 -display none -no-reboot \
     -drive if=pflash,format=raw,readonly=on,file="$ovmf_code" \
     -drive if=pflash,format=raw,file="$work/$name.vars" \
-    -device pvscsi,id=scsi0 \
+    -device virtio-scsi-pci,id=scsi0 \
     -drive if=none,id=sys,file="$work/$name.qcow2",format=qcow2 -device scsi-hd,drive=sys,bus=scsi0.0,scsi-id=0 \
+    -device pvscsi,id=scsi1 \
+    -drive if=none,id=guest,file="$work/$name-guest.qcow2",format=qcow2 -device scsi-hd,drive=guest,bus=scsi1.0,scsi-id=1,serial=6000c29smoke \
     -drive if=none,id=cd,file="$iso",format=raw,readonly=on,media=cdrom -device ide-cd,drive=cd \
     -netdev "user,id=net0${fwd}" -device vmxnet3,netdev=net0 \
     -serial "file:$work/$name.console" &
@@ -151,7 +160,12 @@ check "host name from the vApp property" bash -c "[[ \$(ssh -q -i '$work/id_ed25
 check "config written, secrets 0600" ssh_vm 'sudo test -f /etc/vbproxy/config.json && [ "$(sudo stat -c %a /etc/vbproxy/secrets/enrollment-token)" = 600 ] && [ "$(sudo stat -c %a /etc/vbproxy/secrets/catalog.key)" = 600 ]'
 check "firewall loaded (input policy drop)" ssh_vm 'sudo nft list chain inet filter input | grep -q "policy drop"'
 check "PostgreSQL and Redis running" ssh_vm 'systemctl is-active --quiet postgresql redis-server'
-check "system disk marked, not in the vbproxy-disk group" ssh_vm '[ "$(stat -c %G /dev/sda)" != vbproxy-disk ] && udevadm info /dev/sda | grep -q VBPROXY_SYSTEM_DISK=1'
+check "catalog database reachable as vbproxy (peer auth)" ssh_vm 'sudo -u vbproxy psql -d vbproxy -tAc "select 1" | grep -qx 1'
+check "Redis answers" ssh_vm 'redis-cli ping | grep -qx PONG'
+# The system disk is the one holding /; the PVSCSI disk stands for a hot-added guest disk.
+check "system disk marked for udev, not in the vbproxy-disk group" ssh_vm 'd=/dev/$(lsblk -ndo PKNAME "$(findmnt -no SOURCE /)"); udevadm info "$d" | grep -q VBPROXY_SYSTEM_DISK=1 && [ "$(stat -c %G "$d")" = disk ]'
+check "hot-added PVSCSI disk: group vbproxy-disk, scheduler none, not claimed" ssh_vm 'd=/dev/disk/by-id/scsi-*6000c29smoke; d=$(readlink -f $d); [ "$(stat -c %G "$d")" = vbproxy-disk ] && grep -q "\[none\]" /sys/block/${d#/dev/}/queue/scheduler && udevadm info "$d" | grep -q UDISKS_IGNORE=1'
+check "worker could open the hot-added disk as vbproxy (group), not other users" ssh_vm 'd=$(readlink -f /dev/disk/by-id/scsi-*6000c29smoke); sudo -u vbproxy dd if="$d" of=/dev/null bs=4096 count=1 status=none && ! dd if="$d" of=/dev/null bs=4096 count=1 status=none 2>/dev/null'
 check "vbproxy installed" ssh_vm 'vbproxy --version'
 ssh_vm 'sudo journalctl -b --no-pager -u vbproxy-firstboot -u vbproxy-register -u vbproxy-api -u vbproxy-worker' > "$work/journal.txt" 2>&1 || true
 ssh_vm 'systemctl --failed --no-legend' > "$work/failed-units.txt" 2>&1 || true

@@ -176,8 +176,34 @@ export function runFirstboot(opts: FirstbootOptions): FirstbootResult {
   return { settings, warnings, written, generated };
 }
 
-/** Hostname, network and time settings take effect now, without a reboot. */
+/** The catalog's PostgreSQL role and database (peer authentication over the local socket). */
+function ensureDatabase(report: (line: string) => void): void {
+  const query = (sql: string): string => {
+    const r = spawnSync('runuser', ['-u', 'postgres', '--', 'psql', '-v', 'ON_ERROR_STOP=1', '-tAc', sql], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    if (r.error || r.status !== 0) {
+      throw new FirstbootApplyError(
+        `PostgreSQL is not answering (${r.error?.message ?? r.stderr.trim()}); check "systemctl status postgresql"`,
+        { cause: r.error },
+      );
+    }
+    return r.stdout.trim();
+  };
+  if (query("SELECT 1 FROM pg_roles WHERE rolname = 'vbproxy'") !== '1') {
+    run('runuser', ['-u', 'postgres', '--', 'createuser', 'vbproxy'], 'creating the PostgreSQL role vbproxy');
+    report('created the PostgreSQL role vbproxy');
+  }
+  if (query("SELECT 1 FROM pg_database WHERE datname = 'vbproxy'") !== '1') {
+    run('runuser', ['-u', 'postgres', '--', 'createdb', '--owner=vbproxy', 'vbproxy'], 'creating the catalog database');
+    report('created the PostgreSQL database vbproxy');
+  }
+}
+
+/** Hostname, network and time settings take effect now, without a reboot; the catalog database exists. */
 function applyToRunningSystem(s: FirstbootSettings, report: (line: string) => void): void {
+  ensureDatabase(report);
   run('hostname', [s.hostname], 'setting the host name');
   report(`host name set to ${s.hostname}`);
   run('networkctl', ['reload'], 'reloading the network configuration');

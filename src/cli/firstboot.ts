@@ -20,7 +20,8 @@ interface FirstbootCliOptions {
 
 /**
  * `vbproxy firstboot`: configures the appliance from its OVF environment. Run once by
- * vbproxy-firstboot.service; its output goes to the console and the journal as plain lines.
+ * vbproxy-firstboot.service. Progress goes to the journal as plain lines; the outcome (done, or
+ * every bad property) also goes to every active console, so that the VM console shows it.
  */
 export function firstbootCommand(): Command {
   return new Command('firstboot')
@@ -64,9 +65,11 @@ export function firstbootCommand(): Command {
           report: say,
           ...(serviceAccount ? { serviceAccount } : {}),
         });
-        say(`done: ${r.settings.hostname} will register with ${r.settings.manager.url}`);
+        const done = `done: ${r.settings.hostname} will register with ${r.settings.manager.url}`;
+        say(done);
+        if (isLiveSystem) writeToConsoles(`vbproxy firstboot: ${done}\n`);
       } catch (err) {
-        // One clear block on the console and in the journal, then a failed unit.
+        // One clear block in the journal and on every console, then a failed unit.
         const text = err instanceof PropertyValidationError ? err.message : describeError(err);
         const block = `FAILED: ${text}`
           .split('\n')
