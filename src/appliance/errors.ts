@@ -29,7 +29,8 @@ export class PropertyValidationError extends ApplianceError {
     super(
       'APPLIANCE_BAD_PROPERTY',
       `${issues.length} vApp ${issues.length === 1 ? 'property has a bad value' : 'properties have bad values'}; ` +
-        `correct them in the VM's vApp Options (Configure > Settings > vApp Options) and restart the appliance:\n` +
+        `correct them in the VM's vApp Options (Configure > Settings > vApp Options), then power the VM off and on ` +
+        `(the OVF environment is read at power-on):\n` +
         lines.join('\n'),
     );
     this.issues = issues;

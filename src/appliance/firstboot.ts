@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { chmodSync, chownSync, closeSync, existsSync, readFileSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describeError } from '../errors.js';
 import { FirstbootApplyError } from './errors.js';
@@ -87,15 +87,33 @@ function run(cmd: string, args: string[], what: string): void {
   }
 }
 
+/** The names a certificate for these settings must carry (subjectAltName entries). */
+function certificateNames(s: FirstbootSettings): string[] {
+  const names = [`DNS:${s.hostname}`];
+  if (s.domain) names.push(`DNS:${s.hostname}.${s.domain}`);
+  if (s.network.mode === 'static') names.push(`IP:${s.network.address}`);
+  return names;
+}
+
+/** True when the API certificate exists and names this host (a renamed host gets a new one). */
+function certificateMatches(path: string, s: FirstbootSettings): boolean {
+  let san: string;
+  try {
+    san = new X509Certificate(readFileSync(path)).subjectAltName ?? '';
+  } catch {
+    return false;
+  }
+  const present = new Set(san.split(/,\s*/).map((n) => n.replace(/^IP Address:/, 'IP:')));
+  return certificateNames(s).every((n) => present.has(n));
+}
+
 /** A self-signed TLS certificate and key for the API, for the host name and static address. */
 function generateTlsCertificate(root: string, s: FirstbootSettings, owner?: ServiceAccount): void {
   const keyPath = join(root, LAYOUT.tlsKeyFile);
   const certPath = join(root, LAYOUT.tlsCertFile);
   mkdirSync(dirname(certPath), { recursive: true });
   const fqdn = s.domain ? `${s.hostname}.${s.domain}` : s.hostname;
-  const san = [`DNS:${s.hostname}`];
-  if (fqdn !== s.hostname) san.push(`DNS:${fqdn}`);
-  if (s.network.mode === 'static') san.push(`IP:${s.network.address}`);
+  const san = certificateNames(s);
   const tmpKey = `${keyPath}.tmp-${process.pid}`;
   // The key is created 0600 by openssl (umask 077) and only then moved into place.
   const oldUmask = process.umask(0o077);
@@ -159,7 +177,7 @@ export function runFirstboot(opts: FirstbootOptions): FirstbootResult {
   };
   generate(LAYOUT.catalogKeyFile, () => `${randomBytes(32).toString('base64')}\n`);
   generate(LAYOUT.repositoryPassphraseFile, () => `${randomBytes(32).toString('base64url')}\n`);
-  if (!existsSync(at(LAYOUT.tlsKeyFile)) || !existsSync(at(LAYOUT.tlsCertFile))) {
+  if (!existsSync(at(LAYOUT.tlsKeyFile)) || !certificateMatches(at(LAYOUT.tlsCertFile), settings)) {
     generateTlsCertificate(root, settings, owner);
     generated.push(LAYOUT.tlsKeyFile, LAYOUT.tlsCertFile);
   }

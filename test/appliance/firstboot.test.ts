@@ -83,6 +83,10 @@ test('first boot runs once; --force runs again and keeps the secrets it generate
   const key = readFileSync(join(root, 'etc/vbproxy/secrets/catalog.key'), 'utf8');
   const passphrase = readFileSync(join(root, 'etc/vbproxy/secrets/repository-passphrase'), 'utf8');
 
+  const same = firstboot('--ovf-env', env, '--root', root, '--no-apply', '--force');
+  assert.equal(same.status, 0, same.stderr);
+  assert.doesNotMatch(same.stdout, /generated/, 'the same settings keep every generated secret and the certificate');
+
   const again = firstboot('--ovf-env', env, '--root', root, '--no-apply');
   assert.equal(again.status, 0);
   assert.match(again.stdout, /already completed .*use --force to run again/);
@@ -91,6 +95,11 @@ test('first boot runs once; --force runs again and keeps the secrets it generate
   assert.equal(forced.status, 0, forced.stderr);
   assert.doesNotMatch(forced.stdout, /generated .*catalog\.key/);
   assert.equal(readFileSync(join(root, 'etc/hostname'), 'utf8'), 'renamed\n');
+  assert.match(forced.stdout, /generated \/etc\/vbproxy\/tls\/api\.crt/, 'a renamed host gets a certificate with its new name');
+  const san = spawnSync('openssl', ['x509', '-noout', '-ext', 'subjectAltName', '-in', join(root, 'etc/vbproxy/tls/api.crt')], {
+    encoding: 'utf8',
+  });
+  assert.match(san.stdout, /DNS:renamed/);
   assert.equal(readFileSync(join(root, 'etc/vbproxy/secrets/catalog.key'), 'utf8'), key);
   assert.equal(readFileSync(join(root, 'etc/vbproxy/secrets/repository-passphrase'), 'utf8'), passphrase);
 });
