@@ -53,7 +53,8 @@ export function firstbootCommand(): Command {
         return;
       }
       const isLiveSystem = o.root === '/';
-      const serviceAccount = lookupServiceAccount();
+      // Files belong to the service account of the system being configured: only known on the live system.
+      const serviceAccount = isLiveSystem ? lookupServiceAccount() : undefined;
       if (isLiveSystem && !serviceAccount) {
         throw new UsageError('the vbproxy service account does not exist; is this the vbproxy appliance?');
       }
