@@ -60,3 +60,25 @@ test('the firewall ruleset parses and admits only SSH and the API port', () => {
   const accepted = [...text.matchAll(/tcp dport \{ ([^}]+) \}/g)].flatMap((m) => m[1]!.split(',').map((s) => s.trim()));
   assert.deepEqual(accepted, ['22', '8443']);
 });
+
+test('every file the provisioning scripts install exists in the repository', () => {
+  const dir = join(repoRoot, 'appliance/provision');
+  const refs: string[] = [];
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.sh'))) {
+    const text = readFileSync(join(dir, f), 'utf8');
+    // "$F/x" is appliance/files/x; "$P/systemd/x" and "$P/files/x" are copies of the repository's.
+    for (const m of text.matchAll(/"\$F\/([^"$]+)"/g)) refs.push(`appliance/files/${m[1]}`);
+    for (const m of text.matchAll(/"\$P\/(systemd|files)\/([^"$]+)"/g)) {
+      refs.push(`${m[1] === 'files' ? 'appliance/files' : 'systemd'}/${m[2]}`);
+    }
+  }
+  assert.ok(refs.length >= 15, `found ${refs.length} references`);
+  const missing = refs.filter((r) => spawnSync('test', ['-f', join(repoRoot, r)]).status !== 0);
+  assert.deepEqual(missing, []);
+  const units = readFileSync(join(dir, '20-vbproxy.sh'), 'utf8').match(/for u in ([^;]+);/)![1]!.trim().split(/\s+/);
+  assert.deepEqual(
+    units.sort(),
+    readdirSync(join(repoRoot, 'systemd')).filter((f) => f.endsWith('.service')).sort(),
+    '20-vbproxy.sh installs every unit',
+  );
+});
