@@ -13,6 +13,7 @@
 #                          repository so that lint and git never see the root file system)
 #   DEBIAN_MIRROR          Debian mirror (default: the host's deb.debian.org)
 #   VBPROXY_DISK_SIZE      system disk size (default 16G; sparse)
+#   VBPROXY_KEEP_WORK=1    keep the root file system and the raw disk image in <out>/work
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -117,7 +118,9 @@ say "disk image done"
 # 4. OVA
 mkdir -p "$out"
 bash "$repo/appliance/ova.sh" --disk "$disk" --out "$out/$name.ova" --version "$version" --firmware efi
-if [[ "${VBPROXY_KEEP_WORK:-}" != 1 ]]; then
-  rm -rf "$work/rootfs" "$work/npm" "$work/provision" "$esp"
+if [[ "${VBPROXY_KEEP_WORK:-}" == 1 ]]; then
+  say "work files kept in $work (root file system, raw disk image)"
+else
+  rm -rf "$work"
 fi
-say "done: $out/$name.ova ($(du -h "$out/$name.ova" | cut -f1)); raw disk kept at $disk for appliance:smoke"
+say "done: $out/$name.ova ($(du -h "$out/$name.ova" | cut -f1))"
