@@ -3,6 +3,7 @@ import { version } from '../version.js';
 import { registerSurfaceCommands } from './surface.js';
 import { labCommand } from './lab.js';
 import { registerVddkCommands } from './vddk.js';
+import { firstbootCommand } from './firstboot.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -14,5 +15,6 @@ export function buildProgram(): Command {
   registerSurfaceCommands(program);
   program.addCommand(labCommand());
   registerVddkCommands(program);
+  program.addCommand(firstbootCommand());
   return program;
 }
