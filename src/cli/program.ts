@@ -5,6 +5,7 @@ import { labCommand } from './lab.js';
 import { repoCommand } from './repo.js';
 import { registerVddkCommands } from './vddk.js';
 import { workerCommand } from './worker.js';
+import { firstbootCommand } from './firstboot.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -18,5 +19,6 @@ export function buildProgram(): Command {
   program.addCommand(repoCommand());
   registerVddkCommands(program);
   program.addCommand(workerCommand());
+  program.addCommand(firstbootCommand());
   return program;
 }
