@@ -18,8 +18,8 @@ export interface ChunkKeys {
   readonly chunkEnc: Uint8Array;
 }
 
-/** zstd level for chunks: level 1, like Proxmox Backup Server; kept only when smaller. */
-export const ZSTD_LEVEL = 1;
+/** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
+export const ZSTD_LEVEL = 3;
 
 /**
  * Names, seals and opens chunks: keyed BLAKE2b id, zstd (kept only when smaller),

@@ -43,7 +43,7 @@ export interface VerifyReport {
 }
 
 const PROBLEM_LIMIT = 100;
-const CACHE_LIMIT = 500_000;
+const CACHE_LIMIT = 200_000;
 
 /** Verification: every manifest, every index block, and all (or a sample of) chunks. */
 export async function runVerify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
