@@ -19,7 +19,7 @@ export interface ChunkKeys {
 }
 
 /** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
-export const ZSTD_LEVEL = 3;
+export const ZSTD_LEVEL = 1;
 
 /**
  * Names, seals and opens chunks: keyed BLAKE2b id, zstd (kept only when smaller),

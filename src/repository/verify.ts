@@ -125,8 +125,7 @@ export async function runVerify(repo: Repository, options: VerifyOptions): Promi
           await window.acquire();
           const p: Promise<void> = (async () => {
             try {
-              const obj = await repo.fetchChunk(hex, `restore point ${id} disk ${d.disk} chunk ${n}`);
-              await repo.pool().open(id32, obj, length);
+              await repo.openChunk(id32, hex, length, `restore point ${id} disk ${d.disk} chunk ${n}`);
               if (good.size >= CACHE_LIMIT) good.clear();
               good.add(hex);
             } catch (err) {
