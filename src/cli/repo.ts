@@ -154,7 +154,7 @@ export function repoCommand(): Command {
   const repo = new Command('repo').description('encrypted, deduplicating backup repository');
 
   common(repo.command('init').description('create a repository in an empty or new directory'))
-    .option('--chunk-size <size>', 'chunk size (power of two, 64K..8M; default 512K)', parseSize)
+    .option('--chunk-size <size>', 'chunk size (power of two, 64K..8M; default 256K)', parseSize)
     .option(
       '--manager-public-key <file>',
       'also seal the master key to this X25519 public key (32 bytes, raw or base64)',

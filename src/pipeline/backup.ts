@@ -11,10 +11,17 @@ import { OperationAbortedError } from '../repository/errors.js';
 export interface ChunkStoreAccess {
   readonly pool: ChunkWorkerPool;
   readonly chunkSize: number;
-  /** True when a chunk with this id is already durable and protected for this session. */
+  /**
+   * True when a chunk with this id is already durable and protected for this session. False
+   * means the caller must store it; it then calls `settle` once the store succeeded or failed
+   * (other chunks with the same id wait for that instead of storing it again).
+   */
   reuse(id: Buffer, hex: string): Promise<boolean>;
+  settle?(hex: string): void;
   /** Durably store a sealed chunk. */
   store(id: Buffer, hex: string, sealed: Buffer): Promise<void>;
+  /** Seal and durably store in one step (in a worker); returns the stored size. Optional. */
+  sealStore?(id: Buffer, hex: string, data: Buffer): Promise<number>;
 }
 
 /** Per-disk state of a backup, kept by the session so that a failed read can resume. */
@@ -97,7 +104,7 @@ export async function runDiskBackup(
     return flushing;
   };
 
-  const window = new Semaphore(Math.max(4, pool.size * 4));
+  const window = new Semaphore(Math.max(16, pool.size * 8));
   const reads = new Semaphore(Math.max(1, source.maxConcurrentReads ?? 1));
   let failure: unknown;
   const inFlight = new Set<Promise<void>>();
@@ -118,11 +125,21 @@ export async function runDiskBackup(
       if (unchanged || (await access.reuse(id, hex))) {
         stats.dedupChunks++;
       } else {
-        const sealed = await pool.seal(id, data);
-        await access.store(id, hex, sealed);
+        let stored: number;
+        try {
+          if (access.sealStore) {
+            stored = await access.sealStore(id, hex, data);
+          } else {
+            const sealed = await pool.seal(id, data);
+            await access.store(id, hex, sealed);
+            stored = sealed.length;
+          }
+        } finally {
+          access.settle?.(hex);
+        }
         stats.newChunks++;
         stats.newBytes += length;
-        stats.storedBytes += sealed.length;
+        stats.storedBytes += stored;
       }
       id.copy(blk.entries, pos);
     }

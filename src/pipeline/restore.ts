@@ -11,6 +11,8 @@ export interface ChunkFetchAccess {
   readonly chunkSize: number;
   /** The sealed object of a chunk; MissingObjectError naming it when absent. */
   fetch(id: Buffer, hex: string, where: string): Promise<Buffer>;
+  /** Fetch and open in one step (in a worker); optional. */
+  fetchOpen?(id: Buffer, hex: string, length: number, where: string): Promise<Buffer>;
 }
 
 export interface RestoreStats {
@@ -48,7 +50,7 @@ export async function runDiskRestore(
   let doneBytes = 0;
   let chunks = 0;
   let zeroChunks = 0;
-  const window = new Semaphore(options.concurrency ?? Math.max(8, (target.maxConcurrentWrites ?? 1) * 2));
+  const window = new Semaphore(options.concurrency ?? 32);
   const writes = new Semaphore(Math.max(1, target.maxConcurrentWrites ?? 1));
   let failure: unknown;
   const inFlight = new Set<Promise<void>>();
@@ -96,8 +98,13 @@ export async function runDiskRestore(
           const length = Math.min(chunkSize, capacity - n * chunkSize);
           const hex = id.toString('hex');
           job = (async () => {
-            const sealed = await access.fetch(id, hex, `${where} chunk ${n}`);
-            const plain = await pool.open(id, sealed, length);
+            let plain: Buffer;
+            if (access.fetchOpen) {
+              plain = await access.fetchOpen(id, hex, length, `${where} chunk ${n}`);
+            } else {
+              const sealed = await access.fetch(id, hex, `${where} chunk ${n}`);
+              plain = await pool.open(id, sealed, length);
+            }
             await place(n, plain);
           })();
         }

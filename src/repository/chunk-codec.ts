@@ -18,7 +18,7 @@ export interface ChunkKeys {
   readonly chunkEnc: Uint8Array;
 }
 
-/** zstd level for chunks: level 1, like Proxmox Backup Server; kept only when smaller. */
+/** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
 export const ZSTD_LEVEL = 1;
 
 /**

@@ -14,7 +14,7 @@ export const configSchema = z.object({
   chunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
   chunkId: z.literal('blake2b-256-keyed'),
   cipher: z.literal('xchacha20-poly1305'),
-  compression: z.literal('zstd-1-if-smaller'),
+  compression: z.literal('zstd-if-smaller'),
   createdAt: z.string(),
   mac: z.string().optional(),
 });
@@ -28,7 +28,7 @@ export function newConfig(chunkSize: number): RepositoryConfig {
     chunkSize,
     chunkId: 'blake2b-256-keyed',
     cipher: 'xchacha20-poly1305',
-    compression: 'zstd-1-if-smaller',
+    compression: 'zstd-if-smaller',
     createdAt: new Date().toISOString(),
   };
 }

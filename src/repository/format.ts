@@ -7,7 +7,7 @@
 export const FORMAT_VERSION = 1;
 
 /** Default chunk size for new repositories (see docs/repository-format.md, "Chunk size"). */
-export const DEFAULT_CHUNK_SIZE = 512 * 1024;
+export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MIN_CHUNK_SIZE = 64 * 1024;
 export const MAX_CHUNK_SIZE = 8 * 1024 * 1024;
 

@@ -1,4 +1,13 @@
 import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+
+async function mkdirAll(root: string): Promise<void> {
+  const names = Array.from({ length: 4096 }, (_, i) => i.toString(16).padStart(3, '0'));
+  for (let i = 0; i < names.length; i += 64) {
+    await Promise.all(names.slice(i, i + 64).map((n) => mkdir(join(root, n), { recursive: true })));
+  }
+}
 import sodium from 'sodium-native';
 import type { Backend } from './backend.js';
 import { ObjectNotFoundError } from './backend.js';
@@ -15,6 +24,7 @@ import {
 import { DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, POINT_ID_PATTERN, paths } from './format.js';
 import { IndexReader } from './index-file.js';
 import {
+  openManagerSeal,
   deriveKeys,
   keyFileSchema,
   newMasterKey,
@@ -103,6 +113,8 @@ export class Repository {
     for (const dir of ['chunks', 'indexes', 'points', 'sessions', 'locks']) {
       await backend.write(`${dir}/.keep`, Buffer.alloc(0));
     }
+    // All 4096 chunk directories up front (like PBS), so that backups never pay for mkdir.
+    await mkdirAll(join(location, 'chunks'));
     // The config is written last: a directory without it is not a repository yet.
     await backend.syncDirs(['keys', 'chunks', 'indexes', 'points', 'sessions', 'locks']);
     await backend.write(paths.config, Buffer.from(JSON.stringify(config, null, 2)));
@@ -116,6 +128,25 @@ export class Repository {
     const config = await readConfig(backend);
     const keyFile = await Repository.readKeyFile(backend);
     const master = await unwrapMasterKey(keyFile, passphrase, config.id, location);
+    const keys = deriveKeys(master);
+    sodium.sodium_memzero(master);
+    checkConfigMac(config, keys.configMac, location);
+    return new Repository(backend, config, keys, keyFile);
+  }
+
+  /**
+   * Opens a repository with the manager's X25519 key pair instead of the passphrase (the
+   * recovery path when the master key was sealed to the manager at init).
+   */
+  static async openWithManagerKey(
+    location: string,
+    publicKey: Buffer,
+    secretKey: Buffer,
+  ): Promise<Repository> {
+    const backend = new LocalBackend(location);
+    const config = await readConfig(backend);
+    const keyFile = await Repository.readKeyFile(backend);
+    const master = openManagerSeal(keyFile, publicKey, secretKey, location);
     const keys = deriveKeys(master);
     sodium.sodium_memzero(master);
     checkConfigMac(config, keys.configMac, location);
@@ -146,7 +177,11 @@ export class Repository {
 
   /** @internal The worker pool (started on first use). */
   pool(): ChunkWorkerPool {
-    this.workerPool ??= new ChunkWorkerPool(this.keys, this.chunkSize);
+    this.workerPool ??= new ChunkWorkerPool(
+      this.keys,
+      this.chunkSize,
+      this.backend instanceof LocalBackend ? resolve(this.backend.location) : undefined,
+    );
     return this.workerPool;
   }
 
@@ -223,6 +258,20 @@ export class Repository {
   async fetchChunk(hex: string, where: string): Promise<Buffer> {
     try {
       return await this.backend.read(paths.chunk(hex));
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) {
+        throw new MissingObjectError('chunk', hex, `referenced by ${where}, not in the repository`, err);
+      }
+      throw err;
+    }
+  }
+
+  /** @internal Reads, authenticates and checks a chunk against its id; names it on failure. */
+  async openChunk(id: Buffer, hex: string, length: number, where: string): Promise<Buffer> {
+    const pool = this.pool();
+    if (!pool.local) return pool.open(id, await this.fetchChunk(hex, where), length);
+    try {
+      return await pool.fetchOpen(id, paths.chunk(hex), length);
     } catch (err) {
       if (err instanceof ObjectNotFoundError) {
         throw new MissingObjectError('chunk', hex, `referenced by ${where}, not in the repository`, err);

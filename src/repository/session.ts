@@ -83,6 +83,7 @@ export class BackupSession {
   private readonly heartbeat: Heartbeat;
   private readonly disks = new Map<number, DiskEntry>();
   private readonly written = new Set<string>();
+  private readonly storing = new Map<string, { promise: Promise<void>; resolve: () => void }>();
   private readonly touchedDirs = new Set<string>();
   private finished = false;
 
@@ -231,6 +232,8 @@ export class BackupSession {
         chunkSize: this.host.chunkSize,
         reuse: (id, hex) => this.reuse(hex),
         store: (id, hex, sealed) => this.store(hex, sealed),
+        settle: (hex) => this.settle(hex),
+        sealStore: pool.local ? (id, hex, data) => this.sealStore(pool, id, hex, data) : undefined,
       },
       entry.state,
       source,
@@ -252,11 +255,47 @@ export class BackupSession {
    */
   private async reuse(hex: string): Promise<boolean> {
     if (this.written.has(hex)) return true;
+    const storing = this.storing.get(hex);
+    if (storing) {
+      await storing.promise;
+      if (this.written.has(hex)) return true;
+    }
+    const claim = this.claim(hex);
     const b = this.host.backend;
-    if (!(await b.touch(paths.chunk(hex)))) return false;
-    if ((await b.stat(paths.gcMarker)) !== undefined) return false;
+    let reused: boolean;
+    try {
+      reused = (await b.touch(paths.chunk(hex))) && (await b.stat(paths.gcMarker)) === undefined;
+    } catch (err) {
+      this.settle(hex, claim);
+      throw err;
+    }
+    if (reused) {
+      this.remember(hex);
+      this.settle(hex, claim);
+    }
+    return reused;
+  }
+
+  /** Marks `hex` as being stored by one chunk of this session; others with the same id wait. */
+  private claim(hex: string): { promise: Promise<void>; resolve: () => void } {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    const c = { promise, resolve };
+    this.storing.set(hex, c);
+    return c;
+  }
+
+  /** The store of `hex` finished (or failed): release the chunks waiting for it. */
+  settle(hex: string, claim = this.storing.get(hex)): void {
+    if (claim && this.storing.get(hex) === claim) this.storing.delete(hex);
+    claim?.resolve();
+  }
+
+  private async sealStore(pool: ChunkWorkerPool, id: Buffer, hex: string, data: Buffer): Promise<number> {
+    const stored = await pool.sealStore(id, data, paths.chunk(hex));
+    this.touchedDirs.add(paths.chunkDir(hex));
     this.remember(hex);
-    return true;
+    return stored;
   }
 
   private async store(hex: string, sealed: Buffer): Promise<void> {

@@ -43,7 +43,7 @@ export interface VerifyReport {
 }
 
 const PROBLEM_LIMIT = 100;
-const CACHE_LIMIT = 500_000;
+const CACHE_LIMIT = 200_000;
 
 /** Verification: every manifest, every index block, and all (or a sample of) chunks. */
 export async function runVerify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
@@ -125,8 +125,7 @@ export async function runVerify(repo: Repository, options: VerifyOptions): Promi
           await window.acquire();
           const p: Promise<void> = (async () => {
             try {
-              const obj = await repo.fetchChunk(hex, `restore point ${id} disk ${d.disk} chunk ${n}`);
-              await repo.pool().open(id32, obj, length);
+              await repo.openChunk(id32, hex, length, `restore point ${id} disk ${d.disk} chunk ${n}`);
               if (good.size >= CACHE_LIMIT) good.clear();
               good.add(hex);
             } catch (err) {

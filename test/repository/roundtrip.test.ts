@@ -17,10 +17,11 @@ import {
 } from './helpers.js';
 import { mutateImage, writeSampleImage } from '../../src/lab/sample-image.js';
 
-test('full backup and restore are byte-identical for holes, written zeros, duplicates and a ragged end', async () => {
+test('full backup and restore are byte-identical for holes, written zeros, duplicates and a ragged end', async (t2) => {
   const t = await tempDir('rt');
   try {
     const repo = await newRepo(t.path);
+    t2.after(() => repo.close());
     const image = await mixedImage(join(t.path, 'a.img'));
     const m = await backupImage(repo, image, 'vm-a');
     const s = m.disks[0]!.stats;
@@ -35,6 +36,7 @@ test('full backup and restore are byte-identical for holes, written zeros, dupli
     // The same repository opened again (another process would do the same) restores the same.
     await repo.close();
     const again = await Repository.open(join(t.path, 'repo'), PASSPHRASE);
+    t2.after(() => again.close());
     const range = await again.readRange(m.id, 0, 2 * 1024 * 1024 - 100, 300 * 1024);
     assert.deepEqual(
       range,

@@ -90,3 +90,37 @@ test('no passphrase or key appears in any output or repository file; change-pass
     await t.cleanup();
   }
 });
+
+test('a master key sealed to the manager opens the repository without the passphrase', async () => {
+  const t = await tempDir('seal');
+  try {
+    const sodium = (await import('sodium-native')).default;
+    const pk = Buffer.alloc(sodium.crypto_box_PUBLICKEYBYTES);
+    const sk = Buffer.alloc(sodium.crypto_box_SECRETKEYBYTES);
+    sodium.crypto_box_keypair(pk, sk);
+    const dir = join(t.path, 'repo');
+    const repo = await Repository.init(dir, PASSPHRASE, {
+      chunkSize: 64 * 1024,
+      managerPublicKey: pk,
+      kdf: { opslimit: 1, memlimit: 1024 * 1024 },
+    });
+    const image = await mixedImage(join(t.path, 'a.img'));
+    const { backupImage } = await import('./helpers.js');
+    const point = await backupImage(repo, image, 'vm');
+    await repo.close();
+    const byManager = await Repository.openWithManagerKey(dir, pk, sk);
+    const out = join(t.path, 'out.img');
+    await byManager.restoreToFile(point.id, 0, out);
+    await assertSameFile(out, image);
+    await byManager.close();
+    const otherPk = Buffer.alloc(32);
+    const otherSk = Buffer.alloc(32);
+    sodium.crypto_box_keypair(otherPk, otherSk);
+    await assert.rejects(
+      Repository.openWithManagerKey(dir, otherPk, otherSk),
+      /wrong passphrase|could not be unlocked/,
+    );
+  } finally {
+    await t.cleanup();
+  }
+});
