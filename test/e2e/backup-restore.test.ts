@@ -34,9 +34,11 @@ test('full then incremental: the incremental reads only the changed chunks and b
   );
   assert.ok(full.disks.every((d) => d.changeId !== null));
 
-  // Guest writes: 3 chunks' worth on disk 2000 (two adjacent 512 KiB chunks + one far away), none on 2001.
-  const chunk = 512 * 1024;
-  e.lab.guestWrite('db01', 2000, 5 * chunk + 1000, Buffer.alloc(chunk, 0x5a)); // touches chunks 5 and 6
+  // Guest writes on disk 2000 only: one chunk-sized write straddling two chunks, one small write far away.
+  const repo = await e.openRepo();
+  const chunk = repo.chunkSize;
+  await repo.close();
+  e.lab.guestWrite('db01', 2000, 5 * chunk + 1024, Buffer.alloc(chunk, 0x5a)); // touches chunks 5 and 6
   e.lab.guestWrite('db01', 2000, 40 * chunk, Buffer.alloc(4096, 0xa5)); // chunk 40
   const after0 = e.diskHash('db01', 2000);
   assert.notEqual(after0, before0);
