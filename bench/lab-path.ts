@@ -12,7 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -201,6 +201,9 @@ async function main(): Promise<void> {
     r.vbproxy!.full = await backup();
     r.restic!.full = wall(await resticBackup());
     r.borg!.full = wall(await borgBackup('full'));
+    log(
+      `  full: vbproxy ${r.vbproxy!.full!.toFixed(2)} s, restic ${r.restic!.full!.toFixed(2)} s, borg ${r.borg!.full!.toFixed(2)} s`,
+    );
 
     log('2% of the 64 KiB blocks changed by guest writes ...');
     const block = 64 * 1024;
@@ -215,6 +218,9 @@ async function main(): Promise<void> {
     r.vbproxy!.incremental = await backup();
     r.restic!.incremental = wall(await resticBackup());
     r.borg!.incremental = wall(await borgBackup('incr'));
+    log(
+      `  incremental: vbproxy ${r.vbproxy!.incremental!.toFixed(2)} s, restic ${r.restic!.incremental!.toFixed(2)} s, borg ${r.borg!.incremental!.toFixed(2)} s`,
+    );
     const points = await listRestorePoints(p, { vmMoref: vm });
     const inc = await getRestorePoint(p, points[0]!.id);
     const full = await getRestorePoint(p, points[1]!.id);
@@ -236,9 +242,13 @@ async function main(): Promise<void> {
       target: { kind: 'file', directory: out },
     });
     r.vbproxy!.restore = await waitJob(rid);
-    const hash = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
-    const want = hash(image);
-    const same = hash(join(out, 'big01-disk2000.img')) === want;
+    const hash = async (f: string): Promise<string> => {
+      const h = createHash('sha256');
+      for await (const c of createReadStream(f, { highWaterMark: 4 << 20 })) h.update(c as Buffer);
+      return h.digest('hex');
+    };
+    const want = await hash(image);
+    const same = (await hash(join(out, 'big01-disk2000.img'))) === want;
     rmSync(out, { recursive: true, force: true });
     mkdirSync(out);
     r.restic!.restore = wall(
@@ -246,7 +256,7 @@ async function main(): Promise<void> {
         env,
       }),
     );
-    const resticSame = hash(join(out, image)) === want;
+    const resticSame = (await hash(join(out, image))) === want;
     rmSync(out, { recursive: true, force: true });
     mkdirSync(out);
     r.borg!.restore = wall(

@@ -16,7 +16,13 @@ import { PointNotFoundError } from '../repository/errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { BackupSession } from '../repository/session.js';
-import { VddkDiskSource, type Transport, type VddkConnection, type VddkDisk } from '../vddk/index.js';
+import {
+  VddkDiskSource,
+  VddkError,
+  type Transport,
+  type VddkConnection,
+  type VddkDisk,
+} from '../vddk/index.js';
 import { changeIdUuid, queryChangedAreas } from '../vsphere/cbt.js';
 import type { DiskInfo } from '../vsphere/disks.js';
 import { FileFaultError, QuiesceFaultError } from '../vsphere/errors.js';
@@ -571,6 +577,7 @@ async function backupOneDisk(
       };
     } catch (err) {
       bytesRead += source?.bytes ?? 0;
+      if (err instanceof VddkError && err.vixCode !== 0) rt.metrics.recordVddkError(err.vixCode);
       if (ctl.signal.aborted || !isTransient(err) || resumes >= rt.readRetries) throw err;
       resumes++;
       const delay = rt.retryDelayMs * 2 ** (resumes - 1);

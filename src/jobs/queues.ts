@@ -23,6 +23,8 @@ export interface BackupJobData {
   vcenterId: string;
   vmMoref: string;
   trigger: 'manual' | 'schedule' | 'api';
+  /** Proxies that could not hot-add this VM and left the job to one that can (scale-out routing). */
+  passedBy?: string[] | undefined;
 }
 
 export type RestoreTarget =

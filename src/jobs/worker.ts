@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { UnrecoverableError, Worker, type ConnectionOptions, type Job as QueueJob } from 'bullmq';
+import {
+  DelayedError,
+  UnrecoverableError,
+  Worker,
+  type ConnectionOptions,
+  type Job as QueueJob,
+} from 'bullmq';
 import type { Pool } from '../catalog/db.js';
 import { NotFoundError } from '../catalog/errors.js';
 import {
@@ -12,6 +18,7 @@ import {
   type JobType,
 } from '../catalog/jobs.js';
 import { getPolicy } from '../catalog/policies.js';
+import { touchProxy } from '../catalog/proxies.js';
 import type { SecretBox } from '../catalog/secret-box.js';
 import { describeError, isTransient, VbproxyError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -24,6 +31,7 @@ import { resolvePolicyVms } from './policy-vms.js';
 import {
   enqueueBackup,
   openQueues,
+  queueCounts,
   QUEUE_NAMES,
   type BackupJobData,
   type MaintenanceJobData,
@@ -32,6 +40,7 @@ import {
   type ScheduledRunJobData,
 } from './queues.js';
 import { runRestoreJob } from './restore-job.js';
+import { shouldPassOn } from './routing.js';
 import { RepositoryCache, type JobRuntime, type ProxyIdentity } from './runtime.js';
 import { DiskSlots } from './semaphore.js';
 
@@ -56,6 +65,8 @@ export interface WorkerOptions {
   readonly readRetries?: number;
   readonly retryDelayMs?: number;
   readonly quiesceAttempts?: number;
+  /** How long a backup this proxy cannot hot-add waits for a proxy that can (default 3 s). */
+  readonly passOnDelayMs?: number;
   /** How often a running job checks for a cancellation request (default 1 s). */
   readonly cancelPollMs?: number;
 }
@@ -95,6 +106,7 @@ export function startWorkers(opts: WorkerOptions): RunningWorkers {
     retryDelayMs: opts.retryDelayMs ?? 2000,
     quiesceAttempts: opts.quiesceAttempts ?? 3,
   };
+  opts.metrics.setQueueSource(() => queueCounts(queues));
   const common = {
     connection: opts.connection,
     prefix: opts.prefix,
@@ -109,12 +121,24 @@ export function startWorkers(opts: WorkerOptions): RunningWorkers {
   ) => {
     return (job: QueueJob<D>) => runCatalogJob(rt, opts, job, type(job.data), fn);
   };
+  const runBackup = run<BackupJobData, unknown>(
+    () => 'backup',
+    (d, ctl) => runBackupJob(rt, d, ctl),
+  );
   const backup = new Worker<BackupJobData>(
     QUEUE_NAMES.backup,
-    run<BackupJobData, unknown>(
-      () => 'backup',
-      (d, ctl) => runBackupJob(rt, d, ctl),
-    ),
+    async (job, token) => {
+      const log = opts.logger.child({ jobId: job.data.jobId, proxy: opts.proxy.name });
+      const passOn = await shouldPassOn(rt, job, log).catch((err: unknown) => {
+        log.warn({ err: describeError(err) }, 'routing check failed; running the job here');
+        return false;
+      });
+      if (passOn && token !== undefined) {
+        await job.moveToDelayed(Date.now() + (opts.passOnDelayMs ?? 3000), token);
+        throw new DelayedError();
+      }
+      return runBackup(job);
+    },
     { ...common, concurrency: opts.backupConcurrency ?? opts.diskConcurrency },
   );
   const restore = new Worker<RestoreJobData>(
@@ -139,6 +163,12 @@ export function startWorkers(opts: WorkerOptions): RunningWorkers {
     { ...common, concurrency: 1 },
   );
   const workers = [backup, restore, maintenance, schedule];
+  // This proxy is online while its workers run (routing looks at last_seen_at).
+  const heartbeat = setInterval(
+    () => void touchProxy(opts.pool, opts.proxy.id).catch(() => undefined),
+    30_000,
+  );
+  heartbeat.unref();
   for (const w of workers) {
     w.on('error', (err) => opts.logger.error({ err: describeError(err), queue: w.name }, 'worker error'));
     w.on('stalled', (id) =>
@@ -149,6 +179,7 @@ export function startWorkers(opts: WorkerOptions): RunningWorkers {
     runtime: rt,
     workers,
     async close(force = false) {
+      clearInterval(heartbeat);
       await Promise.all(workers.map((w) => w.close(force)));
       await queues.close();
       await rt.repositories.close();
