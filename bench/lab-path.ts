@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrateCatalog, openCatalog, type Pool } from '../src/catalog/db.js';
-import { getJob, insertJob } from '../src/catalog/jobs.js';
+import { getJob, insertJob, listJobEvents } from '../src/catalog/jobs.js';
 import { insertPolicy } from '../src/catalog/policies.js';
 import { getRestorePoint, listRestorePoints } from '../src/catalog/restore-points.js';
 import { SecretBox } from '../src/catalog/secret-box.js';
@@ -173,7 +173,13 @@ async function main(): Promise<void> {
         vmMoref: vm,
         trigger: 'manual',
       });
-      return waitJob(id);
+      const secs = await waitJob(id);
+      const ev = await listJobEvents(p, id);
+      const t0e = ev[0]!.at.getTime();
+      log(
+        `  job timeline: ${ev.map((x) => `${((x.at.getTime() - t0e) / 1000).toFixed(2)}s ${x.message.slice(0, 40)}`).join(' | ')}`,
+      );
+      return secs;
     };
     const env = {
       RESTIC_PASSWORD: passphrase,

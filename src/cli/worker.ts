@@ -109,6 +109,15 @@ export function workerCommand(): Command {
         ...(opts.stalledIntervalMs !== undefined ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
         ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
       });
+      // The repository's key derivation is deliberately slow: open it now, not in the first job.
+      void running.runtime.repositories
+        .get(config.repository.path)
+        .catch((err: unknown) =>
+          logger.warn(
+            { err: (err as Error).message, repository: config.repository.path },
+            'cannot open the repository yet',
+          ),
+        );
       logger.info(
         {
           proxy: row.name,

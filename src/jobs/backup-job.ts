@@ -85,6 +85,9 @@ export interface BackupResult {
   disks: DiskResult[];
 }
 
+/** VDDK reads kept in flight per disk (ReadAsync on the VDDK worker thread). */
+const READS_IN_FLIGHT = 16;
+
 const MANIFEST_TAG_DISK = (n: number): string => `disk.${n}.key`;
 
 /** The backup lifecycle of design section 2 for one VM. */
@@ -546,7 +549,12 @@ async function backupOneDisk(
           },
         );
       }
-      source = new ObservedSource(new VddkDiskSource(disk, plan.extents ? { extents: plan.extents } : {}));
+      source = new ObservedSource(
+        new VddkDiskSource(disk, {
+          maxConcurrentReads: READS_IN_FLIGHT,
+          ...(plan.extents ? { extents: plan.extents } : {}),
+        }),
+      );
       const stats = await session.backupDisk(source, {
         disk: plan.n,
         label: `${plan.disk.key} ${plan.disk.label} ${file}`,
