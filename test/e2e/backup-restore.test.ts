@@ -76,3 +76,23 @@ test('full then incremental: the incremental reads only the changed chunks and b
   assert.equal(await e.openLedger('vbproxy01'), 0);
   assert.ok(worker.output().includes('"jobId"'), 'logs carry the job id');
 });
+
+test('a restore point restored into the disks of an existing powered-off VM through VDDK', async () => {
+  const [p] = await listRestorePoints(e.db.pool, { vmMoref: e.morefs.get('db01') });
+  assert.ok(p, 'the previous test left restore points');
+  const expect0 = e.diskHash('db01', 2000);
+  const expect1 = e.diskHash('db01', 2001);
+  const id = await e.restore(p.id, { kind: 'vm', vcenterId: e.vcenterId, vmMoref: e.morefs.get('spare01')! });
+  const j = await e.waitJob(id);
+  assert.equal(j.state, 'succeeded', j.errorMessage ?? '');
+  assert.equal(e.diskHash('spare01', 2000), expect0);
+  assert.equal(e.diskHash('spare01', 2001), expect1);
+
+  // A powered-on target is refused with a message saying what to do.
+  const bad = await e.waitJob(
+    await e.restore(p.id, { kind: 'vm', vcenterId: e.vcenterId, vmMoref: e.morefs.get('web01')! }),
+  );
+  assert.equal(bad.state, 'failed');
+  assert.equal(bad.errorCode, 'RESTORE_VM_POWERED_ON');
+  assert.match(bad.errorMessage ?? '', /web01 .* is poweredOn: power it off before restoring/);
+});

@@ -48,6 +48,8 @@ export function smallLab(): LabDefinitionInput {
           { sizeMiB: 16, content: { seed: 13 } },
         ],
       },
+      // A powered-off VM to restore into.
+      { name: 'spare01', powerState: 'poweredOff', disks: [{ sizeMiB: 32 }, { sizeMiB: 16 }] },
     ],
     proxies: [
       { name: 'vbproxy01', disks: [{ sizeMiB: 8 }] },
