@@ -179,6 +179,9 @@ async function main(): Promise<void> {
       log(
         `  job timeline: ${ev.map((x) => `${((x.at.getTime() - t0e) / 1000).toFixed(2)}s ${x.message.slice(0, 40)}`).join(' | ')}`,
       );
+      log(
+        `  phases (ms): ${JSON.stringify(ev.find((x) => x.message.endsWith(' committed'))?.data?.phasesMs ?? {})}`,
+      );
       return secs;
     };
     const env = {

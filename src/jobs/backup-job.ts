@@ -113,8 +113,13 @@ export async function runBackupJob(
         `VM ${info.name} (${vm.value}) is a template: templates cannot be snapshotted; convert it to a VM or leave it out of policy ${policy.name}`,
       );
     }
+    const t = { start: Date.now(), preflight: 0, snapshot: 0, plan: 0, read: 0, commit: 0 };
+    const lap = (k: keyof typeof t): void => {
+      t[k] = Date.now() - t.start - (t.preflight + t.snapshot + t.plan + t.read + t.commit);
+    };
     ctl.progress({ doneBytes: 0, totalBytes: 0, phase: 'pre-flight' });
     const pf = await preflight(rt, vc, jobId, vm, vmLog);
+    lap('preflight');
     checkCancel(ctl);
 
     // 2. CBT on.
@@ -133,6 +138,7 @@ export async function runBackupJob(
     ctl.progress({ doneBytes: 0, totalBytes: 0, phase: 'snapshot' });
     const snap = await takeSnapshot(rt, vc, info, policy, jobId, vmLog);
     snapshot = snap.snapshot;
+    lap('snapshot');
     crashPoint('after-snapshot');
     checkCancel(ctl);
 
@@ -150,6 +156,7 @@ export async function runBackupJob(
       plans.push(await planDisk(rt, vc, data, policy, repo, snapshot.ref, d, n, vmLog));
     const bases = [...new Set(plans.flatMap((p) => (p.base ? [p.base.pointId] : [])))];
     session = await repo.beginBackup({ name: info.name, basePoints: bases });
+    lap('plan');
 
     const totals = plans.map(() => ({ done: 0, total: 0 }));
     const report = (): void => {
@@ -167,6 +174,7 @@ export async function runBackupJob(
         }),
       ),
     );
+    lap('read');
     checkCancel(ctl);
 
     // 6. Commit: data and indexes + manifest (session.commit), then the catalog rows with the changeIds.
@@ -208,7 +216,12 @@ export async function runBackupJob(
       consistency: snap.consistency,
       disks,
     });
-    await event(rt, jobId, 'info', `restore point ${manifest.id} committed`, { restorePointId: point.id });
+    lap('commit');
+    const { start: _start, ...phasesMs } = t;
+    await event(rt, jobId, 'info', `restore point ${manifest.id} committed`, {
+      restorePointId: point.id,
+      phasesMs,
+    });
     crashPoint('after-commit');
 
     // 7. Snapshot removal (the disks are closed already), consolidation.
