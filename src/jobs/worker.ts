@@ -243,14 +243,23 @@ async function runCatalogJob<D extends { jobId: string }, R>(
   }, opts.cancelPollMs ?? 1000);
   poll.unref();
   let lastCatalog = 0;
+  let lastQueue = 0;
+  let lastPhase = '';
   const ctl: JobControl = {
     jobId,
     signal: ac.signal,
     log,
+    // Progress comes per chunk; Redis gets it at most every 250 ms and the catalog every second
+    // (and at every phase change, and at the end of a phase).
     progress(p) {
-      void job.updateProgress(p).catch(() => undefined);
       const now = Date.now();
-      if (now - lastCatalog >= 1000 || p.phase !== 'read') {
+      const edge = p.phase !== lastPhase || p.doneBytes >= p.totalBytes;
+      lastPhase = p.phase;
+      if (edge || now - lastQueue >= 250) {
+        lastQueue = now;
+        void job.updateProgress(p).catch(() => undefined);
+      }
+      if (edge || now - lastCatalog >= 1000) {
         lastCatalog = now;
         void updateJobProgress(rt.pool, jobId, p).catch(() => undefined);
       }
