@@ -515,9 +515,11 @@ async function backupOneDisk(
   let resumes = 0;
   let bytesRead = 0;
   let transport: Transport = 'nbdssl';
-  const started = Date.now();
+  let started = 0;
   for (;;) {
     const release = await rt.diskSlots.acquire();
+    // The disk's duration counts from its first slot: waiting for other disks is not its time.
+    started ||= Date.now();
     let conn: VddkConnection | undefined;
     let disk: VddkDisk | undefined;
     let source: ObservedSource | undefined;
