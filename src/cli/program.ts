@@ -4,6 +4,7 @@ import { registerSurfaceCommands } from './surface.js';
 import { labCommand } from './lab.js';
 import { registerVddkCommands } from './vddk.js';
 import { firstbootCommand } from './firstboot.js';
+import { repoCommand } from './repo.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -16,5 +17,6 @@ export function buildProgram(): Command {
   program.addCommand(labCommand());
   registerVddkCommands(program);
   program.addCommand(firstbootCommand());
+  program.addCommand(repoCommand());
   return program;
 }

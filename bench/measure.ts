@@ -1,0 +1,89 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Wall and CPU seconds and peak RSS of one whole process, from GNU time. */
+export interface Measured {
+  wallS: number;
+  cpuS: number;
+  maxRssKiB: number;
+}
+
+/** Runs a command under /usr/bin/time; throws with its stderr when it fails. */
+export async function measure(
+  cmd: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<Measured> {
+  const dir = mkdtempSync(join(tmpdir(), 'vbproxy-time-'));
+  const out = join(dir, 'time');
+  try {
+    const stderr = await new Promise<string>((resolve, reject) => {
+      const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, cmd, ...args], {
+        env: { ...process.env, ...options.env },
+        cwd: options.cwd,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => {
+        if (code === 0) resolve(err);
+        else reject(new Error(`${cmd} ${args.join(' ')} failed (exit ${code}): ${err.slice(-2000)}`));
+      });
+    });
+    void stderr;
+    const [wall, user, sys, rss] = readFileSync(out, 'utf8').trim().split(/\s+/).slice(-4).map(Number);
+    return { wallS: wall!, cpuS: user! + sys!, maxRssKiB: rss! };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Apparent size in bytes of everything under a directory. */
+export function storedBytes(dir: string): number {
+  const r = spawnSync('du', ['-sb', dir], { encoding: 'utf8' });
+  return Number(r.stdout.split(/\s+/)[0]);
+}
+
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string): string {
+  const r = spawnSync(cmd, args, {
+    env: { ...process.env, ...env },
+    cwd,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+export function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** Installs Debian packages when their commands are missing (the bench compares against them). */
+export function ensureDebian(commands: Record<string, string>): void {
+  const missing = Object.entries(commands).filter(([cmd]) => !have(cmd));
+  if (missing.length === 0) return;
+  const pkgs = missing.map(([, pkg]) => pkg);
+  console.error(`installing ${pkgs.join(', ')} with apt-get ...`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  const r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], {
+    stdio: 'inherit',
+    env,
+  });
+  const still = missing.filter(([cmd]) => !have(cmd));
+  if (r.status !== 0 || still.length > 0) {
+    throw new Error(
+      `could not install ${still.map(([, p]) => p).join(', ')} (apt-get exit ${r.status}); install them and re-run`,
+    );
+  }
+}

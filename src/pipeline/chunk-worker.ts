@@ -1,0 +1,108 @@
+/**
+ * Worker thread of the chunk pool: hashing, compression, encryption and their reverse run here so
+ * that both cores work and the event loop stays free. Buffers arrive and leave by transfer.
+ */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { TEMP_MARK } from '../repository/backend.js';
+import { ChunkCodec } from '../repository/chunk-codec.js';
+import { CorruptObjectError } from '../repository/errors.js';
+import type { WorkerRequest, WorkerResponse, WorkerInit } from './worker-pool.js';
+
+const init = workerData as WorkerInit;
+const codec = new ChunkCodec({ chunkId: init.chunkId, chunkEnc: init.chunkEnc }, init.chunkSize);
+const port = parentPort;
+if (!port) throw new Error('chunk-worker must run in a worker thread');
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** Durable write of a chunk object: temporary name, fsync, rename (the directory is synced at commit). */
+function store(path: string, data: Buffer): void {
+  const target = join(init.root!, path);
+  const temp = `${target}${TEMP_MARK}${process.pid}.${threadId}.${randomBytes(4).toString('hex')}`;
+  let fd: number;
+  try {
+    fd = openSync(temp, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(dirname(temp), { recursive: true });
+    fd = openSync(temp, 'wx', 0o600);
+  }
+  try {
+    let done = 0;
+    while (done < data.length) done += writeSync(fd, data, done, data.length - done);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(temp, target);
+}
+
+port.on('message', (req: WorkerRequest) => {
+  let res: WorkerResponse = { seq: req.seq, ok: false, corrupt: false, message: 'unknown operation' };
+  const transfer: ArrayBuffer[] = [];
+  try {
+    switch (req.op) {
+      case 'hash': {
+        const id = codec.id(req.data);
+        res = { seq: req.seq, ok: true, id, data: req.data };
+        transfer.push(req.data.buffer as ArrayBuffer);
+        break;
+      }
+      case 'seal': {
+        const sealed = codec.seal(req.id, req.data);
+        res = { seq: req.seq, ok: true, id: null, data: sealed };
+        transfer.push(sealed.buffer as ArrayBuffer);
+        break;
+      }
+      case 'open': {
+        const plain = codec.open(req.id, asBuffer(req.data), req.expectedLength);
+        res = { seq: req.seq, ok: true, id: null, data: plain };
+        transfer.push(plain.buffer as ArrayBuffer);
+        break;
+      }
+      case 'sealStore': {
+        const sealed = codec.seal(req.id, req.data);
+        store(req.path, sealed);
+        res = { seq: req.seq, ok: true, id: null, data: null, stored: sealed.length };
+        break;
+      }
+      case 'fetchOpen': {
+        const obj = readFileSync(join(init.root!, req.path));
+        const plain = codec.open(req.id, obj, req.expectedLength);
+        res = { seq: req.seq, ok: true, id: null, data: plain };
+        transfer.push(plain.buffer as ArrayBuffer);
+        break;
+      }
+    }
+  } catch (err) {
+    const corrupt = err instanceof CorruptObjectError;
+    res = {
+      seq: req.seq,
+      ok: false,
+      corrupt,
+      message: corrupt
+        ? err.message.replace(/^damaged chunk [0-9a-f]+: /, '')
+        : String((err as Error).message ?? err),
+      errno: (err as NodeJS.ErrnoException).code,
+      path: 'path' in req ? req.path : undefined,
+    };
+  }
+  port.postMessage(res, transfer);
+});

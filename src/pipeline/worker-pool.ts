@@ -1,0 +1,183 @@
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { CorruptObjectError, NoSpaceError, RepositoryError } from '../repository/errors.js';
+import { ObjectNotFoundError } from '../repository/backend.js';
+import type { ChunkKeys } from '../repository/chunk-codec.js';
+
+/** What a worker is started with (keys stay in memory, never logged). */
+export interface WorkerInit {
+  readonly chunkId: Uint8Array;
+  readonly chunkEnc: Uint8Array;
+  readonly chunkSize: number;
+  /**
+   * Absolute directory of a local repository: workers then write and read chunk objects
+   * themselves (temporary name, fsync, rename), off libuv's small thread pool.
+   */
+  readonly root?: string;
+}
+
+export type WorkerRequest =
+  | { seq: number; op: 'hash'; data: Uint8Array }
+  | { seq: number; op: 'seal'; id: Uint8Array; data: Uint8Array }
+  | { seq: number; op: 'open'; id: Uint8Array; data: Uint8Array; expectedLength: number | undefined }
+  | { seq: number; op: 'sealStore'; id: Uint8Array; data: Uint8Array; path: string }
+  | { seq: number; op: 'fetchOpen'; id: Uint8Array; path: string; expectedLength: number | undefined };
+
+export type WorkerResponse =
+  | { seq: number; ok: true; id: Uint8Array | null; data: Uint8Array | null; stored?: number }
+  | { seq: number; ok: false; corrupt: boolean; message: string; errno?: string; path?: string };
+
+interface Result {
+  id: Buffer | null;
+  data: Buffer;
+  stored: number;
+}
+
+interface Pending {
+  resolve: (r: Result) => void;
+  reject: (e: Error) => void;
+  idHex: string | undefined;
+}
+
+/**
+ * One worker per core; a local pool gets one more, because its workers also block in
+ * fsync while writing chunk objects, and the extra one keeps the cores busy meanwhile.
+ */
+function defaultPoolSize(root: string | undefined): number {
+  const cores = Math.max(1, Math.min(availableParallelism(), 8));
+  return root === undefined ? cores : cores + 1;
+}
+
+function owned(buf: Buffer): Buffer {
+  if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
+  const copy = Buffer.allocUnsafeSlow(buf.length);
+  buf.copy(copy);
+  return copy;
+}
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/**
+ * A fixed pool of chunk workers (one per core by default). Each call transfers its buffer to a
+ * worker (the caller must not use it afterwards) and resolves with a buffer the caller owns.
+ * Callers bound the work in flight; the pool only spreads it.
+ */
+export class ChunkWorkerPool {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private seq = 0;
+  private closed = false;
+  private failure: Error | undefined;
+
+  /** Whether workers read and write chunk objects of a local repository themselves. */
+  readonly local: boolean;
+  private readonly root: string | undefined;
+
+  constructor(keys: ChunkKeys, chunkSize: number, root?: string, size = defaultPoolSize(root)) {
+    const init: WorkerInit = { chunkId: keys.chunkId, chunkEnc: keys.chunkEnc, chunkSize, root };
+    this.local = root !== undefined;
+    this.root = root;
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), {
+        workerData: init,
+        // Small heaps: collect garbage (and the chunk buffers it holds) early, keeping RSS low.
+        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+      });
+      w.unref();
+      const index = i;
+      w.on('message', (res: WorkerResponse) => this.settle(index, res));
+      w.on('error', (err) => this.fail(err));
+      w.on('exit', (code) => {
+        if (!this.closed)
+          this.fail(new RepositoryError('REPO_WORKER', `chunk worker exited with code ${code}`));
+      });
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  private fail(err: Error): void {
+    this.failure = err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private settle(index: number, res: WorkerResponse): void {
+    this.load[index] = (this.load[index] ?? 1) - 1;
+    const p = this.pending.get(res.seq);
+    if (!p) return;
+    this.pending.delete(res.seq);
+    if (res.ok) {
+      p.resolve({
+        id: res.id ? Buffer.from(res.id) : null,
+        data: res.data ? asBuffer(res.data) : Buffer.alloc(0),
+        stored: res.stored ?? 0,
+      });
+    } else if (res.corrupt) {
+      p.reject(new CorruptObjectError('chunk', p.idHex ?? '?', res.message));
+    } else if (res.errno === 'ENOENT' && res.path) {
+      p.reject(new ObjectNotFoundError(this.root ?? '', res.path));
+    } else if ((res.errno === 'ENOSPC' || res.errno === 'EDQUOT') && res.path) {
+      p.reject(new NoSpaceError(`${this.root ?? ''}/${res.path}`));
+    } else {
+      p.reject(new RepositoryError('REPO_WORKER', `chunk worker failed: ${res.message}`));
+    }
+  }
+
+  private submit(req: WorkerRequest, transfer: ArrayBuffer | undefined, idHex?: string): Promise<Result> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
+    let best = 0;
+    for (let i = 1; i < this.workers.length; i++) if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
+    this.load[best] = (this.load[best] ?? 0) + 1;
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.seq, { resolve, reject, idHex });
+      this.workers[best]!.postMessage(req, transfer ? [transfer] : []);
+    });
+  }
+
+  /** The chunk id of `data` (null for all zeros); `data` comes back in the result. */
+  hash(data: Buffer): Promise<Result> {
+    const d = owned(data);
+    return this.submit({ seq: ++this.seq, op: 'hash', data: d }, d.buffer as ArrayBuffer);
+  }
+
+  /** The sealed chunk object for `data`. */
+  async seal(id: Buffer, data: Buffer): Promise<Buffer> {
+    const d = owned(data);
+    return (await this.submit({ seq: ++this.seq, op: 'seal', id, data: d }, d.buffer as ArrayBuffer)).data;
+  }
+
+  /** The verified plaintext of a chunk object; CorruptObjectError naming the chunk otherwise. */
+  async open(id: Buffer, object: Buffer, expectedLength?: number): Promise<Buffer> {
+    const d = owned(object);
+    const req: WorkerRequest = { seq: ++this.seq, op: 'open', id, data: d, expectedLength };
+    return (await this.submit(req, d.buffer as ArrayBuffer, id.toString('hex'))).data;
+  }
+
+  /** Seals `data` and stores it durably as the chunk object at `path` (local pools only); returns its size. */
+  async sealStore(id: Buffer, data: Buffer, path: string): Promise<number> {
+    const d = owned(data);
+    return (
+      await this.submit({ seq: ++this.seq, op: 'sealStore', id, data: d, path }, d.buffer as ArrayBuffer)
+    ).stored;
+  }
+
+  /** Reads the chunk object at `path` and returns its verified plaintext (local pools only). */
+  async fetchOpen(id: Buffer, path: string, expectedLength?: number): Promise<Buffer> {
+    const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpen', id, path, expectedLength };
+    return (await this.submit(req, undefined, id.toString('hex'))).data;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}

@@ -1,0 +1,185 @@
+import sodium from 'sodium-native';
+import { Compressor, Decompressor } from 'zstd-napi';
+import {
+  CHUNK_HEADER_BYTES,
+  CHUNK_MAGIC,
+  CODEC_RAW,
+  CODEC_ZSTD,
+  FORMAT_VERSION,
+  ID_BYTES,
+  NONCE_BYTES,
+  TAG_BYTES,
+} from './format.js';
+import { CorruptObjectError } from './errors.js';
+
+/** The keys a chunk codec needs (a subset of RepositoryKeys, so workers get only these). */
+export interface ChunkKeys {
+  readonly chunkId: Uint8Array;
+  readonly chunkEnc: Uint8Array;
+}
+
+/** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
+export const ZSTD_LEVEL = 1;
+
+/**
+ * Names, seals and opens chunks: keyed BLAKE2b id, zstd (kept only when smaller),
+ * XChaCha20-Poly1305 with a random nonce and the chunk id + header as associated data.
+ * One instance per thread (it owns a zstd context).
+ */
+export class ChunkCodec {
+  private readonly zero: Buffer;
+  private readonly compressor = new Compressor();
+  private readonly decompressor = new Decompressor();
+
+  constructor(
+    private readonly keys: ChunkKeys,
+    readonly chunkSize: number,
+  ) {
+    this.zero = Buffer.alloc(chunkSize);
+    this.compressor.setParameters({
+      compressionLevel: ZSTD_LEVEL,
+      contentSizeFlag: true,
+      checksumFlag: false,
+    });
+  }
+
+  isZero(data: Uint8Array): boolean {
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(
+      this.zero.subarray(0, data.byteLength),
+    );
+  }
+
+  /** The chunk id of `data`, or null when the data is all zeros (stored as the zero sentinel). */
+  id(data: Uint8Array): Buffer | null {
+    if (this.isZero(data)) return null;
+    const out = Buffer.alloc(ID_BYTES);
+    sodium.crypto_generichash(out, data, this.keys.chunkId);
+    return out;
+  }
+
+  /** The chunk object for `data` (whose id is `id`). The result owns its ArrayBuffer. */
+  seal(id: Uint8Array, data: Uint8Array): Buffer {
+    let codec = CODEC_RAW;
+    let payload: Uint8Array = data;
+    const compressed = this.compressor.compress(data);
+    if (compressed.length < data.byteLength) {
+      codec = CODEC_ZSTD;
+      payload = compressed;
+    }
+    const out = Buffer.allocUnsafeSlow(CHUNK_HEADER_BYTES + NONCE_BYTES + payload.byteLength + TAG_BYTES);
+    const header = out.subarray(0, CHUNK_HEADER_BYTES);
+    CHUNK_MAGIC.copy(header, 0);
+    header[3] = FORMAT_VERSION;
+    header[4] = codec;
+    header.fill(0, 5);
+    const nonce = out.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
+    sodium.randombytes_buf(nonce);
+    const ad = Buffer.concat([header, id]);
+    sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+      out.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES),
+      payload,
+      ad,
+      null,
+      nonce,
+      this.keys.chunkEnc,
+    );
+    return out;
+  }
+
+  /**
+   * Opens a chunk object, checks it against its id and returns the plaintext (owning its
+   * ArrayBuffer). Throws CorruptObjectError naming the chunk when anything does not fit.
+   */
+  open(id: Uint8Array, object: Uint8Array, expectedLength?: number): Buffer {
+    const name = Buffer.from(id).toString('hex');
+    const obj = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
+    if (obj.length < CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES) {
+      throw new CorruptObjectError('chunk', name, `object is truncated (${obj.length} bytes)`);
+    }
+    const header = obj.subarray(0, CHUNK_HEADER_BYTES);
+    if (!header.subarray(0, 3).equals(CHUNK_MAGIC) || header[3] !== FORMAT_VERSION) {
+      throw new CorruptObjectError('chunk', name, 'bad magic or version in the chunk header');
+    }
+    const codec = header[4];
+    if (codec !== CODEC_RAW && codec !== CODEC_ZSTD) {
+      throw new CorruptObjectError('chunk', name, `unknown codec ${String(codec)}`);
+    }
+    const nonce = obj.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const ct = obj.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const plain = Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
+    try {
+      sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        plain,
+        null,
+        ct,
+        Buffer.concat([header, id]),
+        nonce,
+        this.keys.chunkEnc,
+      );
+    } catch (err) {
+      throw new CorruptObjectError(
+        'chunk',
+        name,
+        'authentication failed (the object was modified or truncated)',
+        err,
+      );
+    }
+    let data: Buffer = plain;
+    if (codec === CODEC_ZSTD) {
+      try {
+        const d = this.decompressor.decompress(plain);
+        if (d.length > this.chunkSize)
+          throw new Error(`decompressed to ${d.length} bytes, above the chunk size`);
+        if (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) data = d;
+        else {
+          data = Buffer.allocUnsafeSlow(d.length);
+          d.copy(data);
+        }
+      } catch (err) {
+        throw new CorruptObjectError('chunk', name, 'zstd payload does not decompress', err);
+      }
+    }
+    if (expectedLength !== undefined && data.length !== expectedLength) {
+      throw new CorruptObjectError(
+        'chunk',
+        name,
+        `holds ${data.length} bytes where the index needs ${expectedLength}`,
+      );
+    }
+    const check = Buffer.alloc(ID_BYTES);
+    sodium.crypto_generichash(check, data, this.keys.chunkId);
+    if (!check.equals(Buffer.from(id))) {
+      throw new CorruptObjectError('chunk', name, 'content does not match the chunk id');
+    }
+    return data;
+  }
+}
+
+/** Seals a small object (index block, manifest): nonce || XChaCha20-Poly1305(plain, ad). */
+export function sealBlob(key: Uint8Array, ad: Uint8Array, plain: Uint8Array): Buffer {
+  const out = Buffer.alloc(NONCE_BYTES + plain.byteLength + TAG_BYTES);
+  const nonce = out.subarray(0, NONCE_BYTES);
+  sodium.randombytes_buf(nonce);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out.subarray(NONCE_BYTES), plain, ad, null, nonce, key);
+  return out;
+}
+
+/** Opens what sealBlob made; returns null when authentication fails. */
+export function openBlob(key: Uint8Array, ad: Uint8Array, sealed: Uint8Array): Buffer | null {
+  if (sealed.byteLength < NONCE_BYTES + TAG_BYTES) return null;
+  const s = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+  const out = Buffer.alloc(s.length - NONCE_BYTES - TAG_BYTES);
+  try {
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+      out,
+      null,
+      s.subarray(NONCE_BYTES),
+      ad,
+      s.subarray(0, NONCE_BYTES),
+      key,
+    );
+  } catch {
+    return null;
+  }
+  return out;
+}

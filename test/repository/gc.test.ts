@@ -1,0 +1,117 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { RawImageSource } from '../../src/pipeline/image-file.js';
+import type { DiskSource } from '../../src/pipeline/disk.js';
+import {
+  assertSameFile,
+  backupImage,
+  makeImage,
+  mixedImage,
+  newRepo,
+  noise,
+  tempDir,
+  text,
+} from './helpers.js';
+
+/** A source that reads slowly, so that GC runs many times while the backup is in progress. */
+async function slowSource(path: string, delayMs: number): Promise<DiskSource & { inner: RawImageSource }> {
+  const inner = await RawImageSource.open(path);
+  return {
+    inner,
+    capacity: inner.capacity,
+    description: `${path} (slow)`,
+    extents: () => inner.extents(),
+    read: async (o, l) => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      return inner.read(o, l);
+    },
+    close: () => inner.close(),
+  };
+}
+
+test('GC running concurrently with backups loses nothing, and still collects what nothing references', async () => {
+  const t = await tempDir('gc');
+  try {
+    const repo = await newRepo(t.path);
+    const imageA = await mixedImage(join(t.path, 'a.img'), 1);
+    const p1 = await backupImage(repo, imageA, 'vm-a');
+
+    // Orphaned chunks: a backup of B that was aborted (its chunks stay, unreferenced), and one of
+    // unique content C.
+    const content = Buffer.concat([noise(1024 * 1024, 21), text(512 * 1024, 22)]);
+    const imageB = await makeImage(join(t.path, 'b.img'), 2 * 1024 * 1024, [[0, content]]);
+    const imageC = await makeImage(join(t.path, 'c.img'), 1024 * 1024, [[0, noise(1024 * 1024, 23)]]);
+    for (const img of [imageB, imageC]) {
+      const s = await repo.beginBackup({ name: 'aborted' });
+      const src = await RawImageSource.open(img);
+      await s.backupDisk(src, { disk: 0 });
+      await src.close();
+      await s.abort();
+    }
+    await new Promise((r) => setTimeout(r, 20));
+
+    // A backup of B that reuses the orphaned chunks (found, touched, not rewritten), then a GC
+    // with no grace period before that backup commits: the reused chunks must survive it.
+    const s1 = await repo.beginBackup({ name: 'vm-b' });
+    const srcB = await RawImageSource.open(imageB);
+    const statsB = await s1.backupDisk(srcB, { disk: 0 });
+    assert.ok(statsB.dedupChunks >= 16, `the backup of B reused the orphaned chunks (${statsB.dedupChunks})`);
+    const first = await repo.gc({ graceMs: 0 });
+    assert.ok(
+      first.chunksDeleted >= 16,
+      `the unique orphaned chunks of C were collected (${first.chunksDeleted})`,
+    );
+
+    // An incremental based on p1, slow, while GC runs again and again with no grace period.
+    const s2 = await repo.beginBackup({ name: 'vm-a' });
+    const srcA = await slowSource(imageA, 15);
+    let running = true;
+    let gcRuns = 0;
+    const gcLoop = (async () => {
+      while (running) {
+        await repo.gc({ graceMs: 0, lockWaitMs: 30_000 });
+        gcRuns++;
+      }
+    })();
+    const backups = s2.backupDisk(srcA, {
+      disk: 0,
+      base: { pointId: p1.id, disk: 0 },
+      changedExtents: [{ offset: 0, length: 3 * 1024 * 1024 }],
+    });
+    // Prune while the incremental runs: its base p1 is in use and must be kept.
+    const p2 = await backupImage(repo, imageA, 'vm-a');
+    const pruned = await repo.prune({ keepLast: 1 }, { name: 'vm-a', lockWaitMs: 30_000 });
+    assert.deepEqual(
+      pruned.kept.map((k) => [k.id, k.rule]).sort(),
+      [
+        [p1.id, 'in-use'],
+        [p2.id, 'last'],
+      ].sort(),
+    );
+    await backups;
+    const pb = await s1.commit({ consistency: 'crash' });
+    const pa = await s2.commit({ consistency: 'crash' });
+    running = false;
+    await gcLoop;
+    await srcA.close();
+    await srcB.close();
+    assert.ok(gcRuns >= 2, `gc ran ${gcRuns} times during the backups`);
+
+    await repo.gc({ graceMs: 0 });
+    const v = await repo.verify();
+    assert.ok(v.ok, JSON.stringify(v.points.filter((p) => !p.ok)));
+    for (const [point, image] of [
+      [pb.id, imageB],
+      [pa.id, imageA],
+      [p2.id, imageA],
+    ] as const) {
+      const out = join(t.path, `${point}.img`);
+      await repo.restoreToFile(point, 0, out);
+      await assertSameFile(out, image);
+    }
+    await repo.close();
+  } finally {
+    await t.cleanup();
+  }
+});

@@ -1,0 +1,145 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Repository } from '../../src/repository/repository.js';
+import { IndexReader } from '../../src/repository/index-file.js';
+import {
+  assertSameFile,
+  backupImage,
+  mixedImage,
+  newRepo,
+  tempDir,
+  PASSPHRASE,
+  makeImage,
+  noise,
+  text,
+} from './helpers.js';
+import { mutateImage, writeSampleImage } from '../../src/lab/sample-image.js';
+
+test('full backup and restore are byte-identical for holes, written zeros, duplicates and a ragged end', async (t2) => {
+  const t = await tempDir('rt');
+  try {
+    const repo = await newRepo(t.path);
+    t2.after(() => repo.close());
+    const image = await mixedImage(join(t.path, 'a.img'));
+    const m = await backupImage(repo, image, 'vm-a');
+    const s = m.disks[0]!.stats;
+    assert.equal(m.disks[0]!.capacity, (await stat(image)).size);
+    assert.ok(s.zeroChunks > 40, 'holes and written zeros are zero chunks');
+    assert.ok(s.dedupChunks >= 4, 'the chunk-aligned duplicate is deduplicated');
+    const out = join(t.path, 'out.img');
+    await repo.restoreToFile(m.id, 0, out);
+    await assertSameFile(out, image);
+    const st = await stat(out);
+    assert.ok(st.blocks * 512 < st.size / 2, 'zero chunks are restored as holes');
+    // The same repository opened again (another process would do the same) restores the same.
+    await repo.close();
+    const again = await Repository.open(join(t.path, 'repo'), PASSPHRASE);
+    t2.after(() => again.close());
+    const range = await again.readRange(m.id, 0, 2 * 1024 * 1024 - 100, 300 * 1024);
+    assert.deepEqual(
+      range,
+      (await readFile(image)).subarray(2 * 1024 * 1024 - 100, 2 * 1024 * 1024 - 100 + 300 * 1024),
+    );
+    const rangeFile = join(t.path, 'range.img');
+    await again.restoreToFile(m.id, 0, rangeFile, { range: { offset: 5 * 1024 * 1024, length: 12345 } });
+    assert.deepEqual(await readFile(rangeFile), (await readFile(image)).subarray(5 * 1024 * 1024));
+    await again.close();
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('an incremental from changed extents equals a full backup of the same content', async () => {
+  const t = await tempDir('incr');
+  try {
+    const repo = await newRepo(t.path);
+    const image = join(t.path, 'disk.img');
+    await writeSampleImage(image, { sizeBytes: 24 * 1024 * 1024 + 4096, seed: 7 });
+    const full = await backupImage(repo, image, 'vm');
+    const changed = await mutateImage(image, { fraction: 0.03, blockSize: 64 * 1024, seed: 8 });
+    // A write into a hole and a write of zeros over data, as a guest would do.
+    const hole = { offset: 20 * 1024 * 1024, length: 8192 };
+    const fh = await import('node:fs/promises').then((f) => f.open(image, 'r+'));
+    await fh.write(noise(8192, 3), 0, 8192, hole.offset);
+    await fh.write(Buffer.alloc(65536), 0, 65536, 1024 * 1024);
+    await fh.close();
+    const extents = [...changed, hole, { offset: 1024 * 1024, length: 65536 }];
+    const incr = await backupImage(repo, image, 'vm', { base: full.id, extents });
+    assert.equal(incr.disks[0]!.mode, 'incremental');
+    assert.ok(
+      incr.disks[0]!.stats.readBytes < 0.2 * (await stat(image)).size,
+      'only the changed chunks are read',
+    );
+    assert.ok(incr.disks[0]!.stats.reusedChunks > 0);
+    const fullAgain = await backupImage(repo, image, 'vm');
+    const a = await IndexReader.open(repo.backend, repo.keys.indexEnc, incr.id, 0, {
+      capacity: incr.disks[0]!.capacity,
+      chunkSize: repo.chunkSize,
+    });
+    const b = await IndexReader.open(repo.backend, repo.keys.indexEnc, fullAgain.id, 0, {
+      capacity: fullAgain.disks[0]!.capacity,
+      chunkSize: repo.chunkSize,
+    });
+    for (let i = 0; i < a.blockCount; i++)
+      assert.deepEqual(await a.block(i), await b.block(i), `index block ${i}`);
+    const out = join(t.path, 'incr.img');
+    await repo.restoreToFile(incr.id, 0, out);
+    await assertSameFile(out, image);
+    // The earlier point still restores its own content.
+    await repo.restoreToFile(full.id, 0, join(t.path, 'full.img'));
+    assert.ok(!(await readFile(join(t.path, 'full.img'))).equals(await readFile(image)));
+    await repo.close();
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('a failed disk read resumes from the last durable chunk', async () => {
+  const t = await tempDir('resume');
+  try {
+    const repo = await newRepo(t.path);
+    // 2048 chunks of 64 KiB fill one index block: make the disk 3 blocks long, mostly holes.
+    const size = 3 * 2048 * 64 * 1024 - 1000;
+    const image = await makeImage(join(t.path, 'big.img'), size, [
+      [0, text(200 * 1024, 1)],
+      [150 * 1024 * 1024, noise(300 * 1024, 2)],
+      [size - 70 * 1024, noise(70 * 1024, 3)],
+    ]);
+    const { RawImageSource } = await import('../../src/pipeline/image-file.js');
+    const real = await RawImageSource.open(image);
+    let failAt: number | undefined = 140 * 1024 * 1024;
+    const reads: number[] = [];
+    const flaky = {
+      capacity: real.capacity,
+      description: 'flaky source',
+      extents: () => real.extents(),
+      close: () => real.close(),
+      read: async (offset: number, length: number) => {
+        if (failAt !== undefined && offset >= failAt) throw new Error('connection dropped');
+        reads.push(offset);
+        return real.read(offset, length);
+      },
+    };
+    const s = await repo.beginBackup({ name: 'vm' });
+    await assert.rejects(s.backupDisk(flaky, { disk: 0 }), /connection dropped/);
+    const durable = s.durableChunks(0);
+    assert.equal(durable, 2048, 'the first index block (2048 chunks) is durable');
+    failAt = undefined;
+    reads.length = 0;
+    await s.backupDisk(flaky, { disk: 0 });
+    assert.ok(
+      reads.every((o) => o >= durable * 64 * 1024),
+      'the retry does not re-read durable chunks',
+    );
+    const m = await s.commit({ consistency: 'crash' });
+    await real.close();
+    const out = join(t.path, 'out.img');
+    await repo.restoreToFile(m.id, 0, out);
+    await assertSameFile(out, image);
+    await repo.close();
+  } finally {
+    await t.cleanup();
+  }
+});
