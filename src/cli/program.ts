@@ -2,10 +2,10 @@ import { Command } from 'commander';
 import { version } from '../version.js';
 import { registerSurfaceCommands } from './surface.js';
 import { labCommand } from './lab.js';
-import { repoCommand } from './repo.js';
 import { registerVddkCommands } from './vddk.js';
-import { workerCommand } from './worker.js';
 import { firstbootCommand } from './firstboot.js';
+import { repoCommand } from './repo.js';
+import { workerCommand } from './worker.js';
 
 /** Builds the `vbproxy` command tree. Each area registers its own subcommands here. */
 export function buildProgram(): Command {
@@ -16,9 +16,9 @@ export function buildProgram(): Command {
     .exitOverride();
   registerSurfaceCommands(program);
   program.addCommand(labCommand());
-  program.addCommand(repoCommand());
   registerVddkCommands(program);
-  program.addCommand(workerCommand());
   program.addCommand(firstbootCommand());
+  program.addCommand(repoCommand());
+  program.addCommand(workerCommand());
   return program;
 }

@@ -50,7 +50,7 @@ export async function runDiskRestore(
   let doneBytes = 0;
   let chunks = 0;
   let zeroChunks = 0;
-  const window = new Semaphore(options.concurrency ?? 32);
+  const window = new Semaphore(options.concurrency ?? 16);
   const writes = new Semaphore(Math.max(1, target.maxConcurrentWrites ?? 1));
   let failure: unknown;
   const inFlight = new Set<Promise<void>>();

@@ -81,7 +81,11 @@ export class ChunkWorkerPool {
     this.local = root !== undefined;
     this.root = root;
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), { workerData: init });
+      const w = new Worker(new URL('./chunk-worker.js', import.meta.url), {
+        workerData: init,
+        // Small heaps: collect garbage (and the chunk buffers it holds) early, keeping RSS low.
+        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+      });
       w.unref();
       const index = i;
       w.on('message', (res: WorkerResponse) => this.settle(index, res));

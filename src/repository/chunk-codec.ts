@@ -130,8 +130,11 @@ export class ChunkCodec {
         const d = this.decompressor.decompress(plain);
         if (d.length > this.chunkSize)
           throw new Error(`decompressed to ${d.length} bytes, above the chunk size`);
-        data = Buffer.allocUnsafeSlow(d.length);
-        d.copy(data);
+        if (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) data = d;
+        else {
+          data = Buffer.allocUnsafeSlow(d.length);
+          d.copy(data);
+        }
       } catch (err) {
         throw new CorruptObjectError('chunk', name, 'zstd payload does not decompress', err);
       }
