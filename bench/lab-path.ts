@@ -205,7 +205,9 @@ async function main(): Promise<void> {
 
     const r: Record<string, Record<string, number>> = { vbproxy: {}, restic: {}, borg: {} };
     const wall = (m: Measured): number => m.wallS;
-    await sleep(1500); // the worker's start-up
+    // Wait for the worker to be ready (connected to the queue), plus its repository opening (KDF).
+    while ((await queues.backup.getWorkers()).length === 0) await sleep(100);
+    await sleep(2000);
     log('full backups ...');
     r.vbproxy!.full = await backup();
     r.restic!.full = wall(await resticBackup());
