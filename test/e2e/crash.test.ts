@@ -5,6 +5,7 @@ import { getJob, listJobEvents } from '../../src/catalog/jobs.js';
 import { listRestorePoints } from '../../src/catalog/restore-points.js';
 import { CRASH_STEPS } from '../../src/jobs/failpoints.js';
 import { getVm } from '../../src/vsphere/inventory.js';
+import { listSnapshots, removeSnapshot } from '../../src/vsphere/snapshots.js';
 import { startE2E, type E2E } from './harness.js';
 
 let e: E2E;
@@ -96,4 +97,28 @@ test('two workers, one killed mid-job: the job completes on the other and the le
   const points = await listRestorePoints(e.db.pool, { vmMoref: e.morefs.get('db01') });
   assert.equal(points[0]!.jobId, jobId);
   await b.kill();
+});
+
+test('a snapshot removed while a crashed job still held its disk: the next pre-flight detaches, then consolidates', async () => {
+  const policy = await e.policy();
+  e.lab.guestWrite('web01', 2000, 12 * 1024 * 1024, randomBytes(4 * 1024 * 1024));
+  const crashing = e.startWorker('vbproxy01', { env: { VBPROXY_CRASH_AT: 'after-hotadd' } });
+  const jobId = await e.backup(policy, 'web01');
+  assert.equal(await crashing.exited, 'SIGKILL');
+  // Somebody (an operator, another tool) removes the snapshot while the disk is still hot-added:
+  // the merge cannot take the lock, vSphere flags the VM for consolidation.
+  const snaps = await listSnapshots(e.client, vmRef(e.morefs.get('web01')!));
+  for (const s of snaps.filter((x) => x.tag)) await removeSnapshot(e.client, s.ref);
+  assert.equal((await getVm(e.client, vmRef(e.morefs.get('web01')!))).consolidationNeeded, true);
+
+  const next = e.startWorker('vbproxy01');
+  const job = await e.waitJob(jobId);
+  assert.equal(job.state, 'succeeded', job.errorMessage ?? '');
+  const pf = (await preflightReport(jobId))[1]!;
+  assert.equal((pf.proxyDisksDetached as string[]).length, 1);
+  assert.equal(pf.consolidated, true);
+  assert.equal((await getVm(e.client, vmRef(e.morefs.get('web01')!))).consolidationNeeded, false);
+  assert.deepEqual(await e.hotAdded('vbproxy01'), []);
+  assert.deepEqual(await e.ourSnapshots('web01'), []);
+  await next.kill();
 });
