@@ -3,16 +3,7 @@
  * that both cores work and the event loop stays free. Buffers arrive and leave by transfer.
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { TEMP_MARK } from '../repository/backend.js';
@@ -29,7 +20,11 @@ function asBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-/** Durable write of a chunk object: temporary name, fsync, rename (the directory is synced at commit). */
+/**
+ * Write of a chunk object: temporary name, then rename, so that a killed writer never leaves a
+ * partial object under a chunk's name. No fsync here: the session makes all its chunk objects
+ * durable at once (Backend.syncAll, one syncfs) before it writes the indexes and the manifest.
+ */
 function store(path: string, data: Buffer): void {
   const target = join(init.root!, path);
   const temp = `${target}${TEMP_MARK}${process.pid}.${threadId}.${randomBytes(4).toString('hex')}`;
@@ -44,7 +39,6 @@ function store(path: string, data: Buffer): void {
   try {
     let done = 0;
     while (done < data.length) done += writeSync(fd, data, done, data.length - done);
-    fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
     rmSync(temp, { force: true });

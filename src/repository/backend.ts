@@ -50,6 +50,11 @@ export interface Backend {
   writer(path: string): Promise<ObjectWriter>;
   /** Make the names created or removed in these directories durable. */
   syncDirs(dirs: Iterable<string>): Promise<void>;
+  /**
+   * Make everything written to the repository so far durable, data and names: chunk objects that
+   * the chunk workers wrote without an fsync of their own become durable here, once per commit.
+   */
+  syncAll(): Promise<void>;
 }
 
 /** Raised by backends for an object that does not exist. */

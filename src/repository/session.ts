@@ -84,7 +84,6 @@ export class BackupSession {
   private readonly disks = new Map<number, DiskEntry>();
   private readonly written = new Set<string>();
   private readonly storing = new Map<string, { promise: Promise<void>; resolve: () => void }>();
-  private readonly touchedDirs = new Set<string>();
   private finished = false;
 
   private constructor(
@@ -293,14 +292,12 @@ export class BackupSession {
 
   private async sealStore(pool: ChunkWorkerPool, id: Buffer, hex: string, data: Buffer): Promise<number> {
     const stored = await pool.sealStore(id, data, paths.chunk(hex));
-    this.touchedDirs.add(paths.chunkDir(hex));
     this.remember(hex);
     return stored;
   }
 
   private async store(hex: string, sealed: Buffer): Promise<void> {
     await this.host.backend.write(paths.chunk(hex), sealed);
-    this.touchedDirs.add(paths.chunkDir(hex));
     this.remember(hex);
   }
 
@@ -324,7 +321,9 @@ export class BackupSession {
       );
     }
     const b = this.host.backend;
-    await b.syncDirs([...this.touchedDirs, 'chunks']);
+    // Chunk objects written by the chunk workers were not fsynced one by one: flush them all now,
+    // before anything that references them (indexes, then the manifest) is committed.
+    await b.syncAll();
     for (const e of this.disks.values()) await e.state.writer.commit();
     await b.syncDirs([paths.indexDir(this.pointId), 'indexes']);
     const disks: ManifestDisk[] = [...this.disks.entries()]

@@ -18,8 +18,8 @@ test('vbproxy --version prints the package version', () => {
   assert.equal(r.stdout.trim(), pkg.version);
 });
 
-test('an unknown command is a usage error (exit 2) with a message', () => {
+test('an unknown command is a usage error (exit 2) that names the command', () => {
   const r = run('no-such-command');
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /^error: /m);
+  assert.match(r.stderr, /unknown command 'no-such-command'/);
 });

@@ -1,4 +1,5 @@
 import { constants, promises as fsp } from 'node:fs';
+import { syncFilesystem } from './syncfs.js';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -232,6 +233,14 @@ export class LocalBackend implements Backend {
         await fsp.rm(temp, { force: true });
       },
     };
+  }
+
+  async syncAll(): Promise<void> {
+    try {
+      await syncFilesystem(this.location);
+    } catch (err) {
+      throw this.wrap(err, '', 'flush (syncfs) the file system of');
+    }
   }
 
   async syncDirs(dirs: Iterable<string>): Promise<void> {
