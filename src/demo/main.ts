@@ -343,6 +343,20 @@ async function main(): Promise<void> {
       });
       return id;
     };
+    /**
+     * The job's result as BullMQ stored it. The worker marks the catalog row succeeded just before
+     * its processor returns, so BullMQ may record the return value a moment after the catalog.
+     */
+    const result = async (id: string): Promise<BackupResult> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const job = await q.backup.getJob(id);
+        if (job?.returnvalue) return job.returnvalue as BackupResult;
+        if (Date.now() > deadline)
+          throw new DemoError(`backup job ${id} succeeded but left no result in the queue`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
     const rows: Row[] = [];
     const round = async (label: string, vms: string[]): Promise<Map<string, BackupResult>> => {
       const ids = await Promise.all(vms.map(backup));
@@ -350,7 +364,7 @@ async function main(): Promise<void> {
       for (const [i, id] of ids.entries()) {
         const j = await waitJob(p, id, current);
         if (j.state !== 'succeeded') throw new DemoError(`backup of ${vms[i]} ${j.state}: ${j.errorMessage}`);
-        const r = (await q.backup.getJob(id))!.returnvalue as BackupResult;
+        const r = await result(id);
         out.set(vms[i]!, r);
         for (const d of r.disks) rows.push({ round: label, vm: vms[i]!, d });
         const read = r.disks.reduce((a, d) => a + d.bytesRead, 0);
@@ -410,7 +424,7 @@ async function main(): Promise<void> {
     say(
       `  pre-flight: detached [${pf.proxyDisksDetached.join(', ')}], VDDK Cleanup removed ${pf.vddkCleanedUp}, removed snapshots [${pf.snapshotsRemoved.join(', ')}], consolidated: ${pf.consolidated}`,
     );
-    const r3 = (await q.backup.getJob(crashedJob))!.returnvalue as BackupResult;
+    const r3 = await result(crashedJob);
     for (const d of r3.disks) rows.push({ round: '3 after crash', vm: 'web02', d });
     const after = await getVm(client, {
       _type: 'ManagedObjectReference',
