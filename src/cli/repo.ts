@@ -149,7 +149,7 @@ function pointLine(m: Manifest): string {
   return `${m.id}  ${m.createdAt}  ${m.name}  disks=${m.disks.length}  size=${mb(size)}  ${modes}  new=${mb(stored)}  ${m.consistency}`;
 }
 
-/** `vbproxy repo ...`: the repository commands (docs/README-repository.md). */
+/** `vbproxy repo ...`: the repository commands (README.md, "The repository on its own"). */
 export function repoCommand(): Command {
   const repo = new Command('repo').description('encrypted, deduplicating backup repository');
 
