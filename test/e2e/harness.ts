@@ -81,7 +81,7 @@ export interface E2E {
   policy(fields?: Partial<PolicyFields>): Promise<Policy>;
   startWorker(
     proxy: string,
-    opts?: { env?: Record<string, string>; hotaddDatastores?: string[] },
+    opts?: { env?: Record<string, string>; hotaddDatastores?: string[]; metrics?: boolean },
   ): WorkerProcess;
   backup(policy: Policy, vm: string): Promise<string>;
   restore(restorePointId: string, target: RestoreTarget): Promise<string>;
@@ -196,7 +196,7 @@ export async function startE2E(definition: LabDefinitionInput = smallLab()): Pro
           '1000',
           '--retry-delay-ms',
           '300',
-          '--no-metrics',
+          ...(opts.metrics ? [] : ['--no-metrics']),
         ],
         {
           env: { ...process.env, VBPROXY_LOG_LEVEL: 'info', ...(opts.env ?? {}) },
