@@ -169,7 +169,7 @@ check "host name from the vApp property" bash -c "[[ \$(ssh -q -i '$work/id_ed25
 check "config written, secrets 0600" ssh_vm 'sudo test -f /etc/vbproxy/config.json && [ "$(sudo stat -c %a /etc/vbproxy/secrets/enrollment-token)" = 600 ] && [ "$(sudo stat -c %a /etc/vbproxy/secrets/catalog.key)" = 600 ]'
 check "firewall loaded (input policy drop)" ssh_vm 'sudo nft list chain inet filter input | grep -q "policy drop"'
 check "PostgreSQL and Redis running" ssh_vm 'systemctl is-active --quiet postgresql redis-server'
-check "catalog database reachable as vbproxy (peer auth)" ssh_vm 'sudo -u vbproxy psql -d vbproxy -tAc "select 1" | grep -qx 1'
+check "catalog database reachable as vbproxy at the config's database.url (peer auth)" ssh_vm 'u=$(sudo sed -n "s/.*\"url\": \"\(postgres[^\"]*\)\".*/\1/p" /etc/vbproxy/config.json); [ -n "$u" ] && sudo -u vbproxy psql "$u" -tAc "select 1" | grep -qx 1'
 check "Redis answers" ssh_vm 'redis-cli ping | grep -qx PONG'
 # The system disk is the one holding /; the PVSCSI disk stands for a hot-added guest disk.
 check "system disk marked for udev, not in the vbproxy-disk group" ssh_vm 'd=/dev/$(lsblk -ndo PKNAME "$(findmnt -no SOURCE /)"); udevadm info "$d" | grep -q VBPROXY_SYSTEM_DISK=1 && [ "$(stat -c %G "$d")" = disk ]'
