@@ -12,9 +12,10 @@
 #
 # Environment:
 #   VBPROXY_APPLIANCE_OUT   where appliance:build left the OVA (default /var/tmp/vbproxy-appliance)
-#   VBPROXY_SMOKE_MANAGER   command that starts the lab manager on port $VBPROXY_SMOKE_MANAGER_PORT
-#                           (run from the repository root); without it step 1's registration and
-#                           API checks are reported as not run and the smoke run fails
+#   VBPROXY_SMOKE_MANAGER   command that starts the manager on port $VBPROXY_SMOKE_MANAGER_PORT,
+#                           accepting the enrollment token in the file $VBPROXY_SMOKE_TOKEN_FILE
+#                           (run from the repository root); default: the lab manager,
+#                           node dist/src/lab/manager-main.js (built by appliance:build)
 #   VBPROXY_SMOKE_TIMEOUT   seconds to wait for first boot (default 900)
 #   VBPROXY_SMOKE_ACCEL     qemu accelerator: tcg (default) or kvm
 set -euo pipefail
@@ -130,14 +131,21 @@ stop_vm() {
 ssh_port="$(free_port)"
 api_port="$(free_port)"
 manager_port="$(free_port)"
-if [[ -n "${VBPROXY_SMOKE_MANAGER:-}" ]]; then
-  say "starting the lab manager on port $manager_port"
-  (cd "$repo" && VBPROXY_SMOKE_MANAGER_PORT="$manager_port" bash -c "$VBPROXY_SMOKE_MANAGER") > "$work/manager.log" 2>&1 &
-  manager_pid=$!
-fi
+# The enrollment token in the OVF environment and the one the manager accepts (a file, as an
+# administrator would copy it from the manager). 10.0.2.2 is the host's loopback seen from qemu's
+# user network, so the manager listens on 127.0.0.1 only.
+enrollment_token="smoke-$(node -e 'process.stdout.write(require("crypto").randomBytes(18).toString("base64url"))')"
+printf '%s\n' "$enrollment_token" > "$work/enrollment-token"
+chmod 600 "$work/enrollment-token"
+manager_cmd="${VBPROXY_SMOKE_MANAGER:-node dist/src/lab/manager-main.js --listen 127.0.0.1 --port \"\$VBPROXY_SMOKE_MANAGER_PORT\" --token-file \"\$VBPROXY_SMOKE_TOKEN_FILE\" --heartbeat-interval 5}"
+say "starting the manager on port $manager_port: $manager_cmd"
+(cd "$repo" && VBPROXY_SMOKE_MANAGER_PORT="$manager_port" VBPROXY_SMOKE_TOKEN_FILE="$work/enrollment-token" exec bash -c "$manager_cmd") > "$work/manager.log" 2>&1 &
+manager_pid=$!
+for _ in $(seq 1 30); do grep -q 'listening on' "$work/manager.log" 2>/dev/null && break; sleep 1; done
+grep -q 'listening on' "$work/manager.log" || fail "the manager did not start: $(cat "$work/manager.log")"
 make_env_iso good \
   "manager.url=http://10.0.2.2:$manager_port/" \
-  "manager.enrollment_token=smoke-enrollment-token-0123456789" \
+  "manager.enrollment_token=$enrollment_token" \
   "system.hostname=vbproxy-smoke.lab.example" \
   "system.ssh_authorized_key=$(cat "$work/id_ed25519.pub")" \
   "network.mode=dhcp" \
@@ -161,35 +169,35 @@ check "host name from the vApp property" bash -c "[[ \$(ssh -q -i '$work/id_ed25
 check "config written, secrets 0600" ssh_vm 'sudo test -f /etc/vbproxy/config.json && [ "$(sudo stat -c %a /etc/vbproxy/secrets/enrollment-token)" = 600 ] && [ "$(sudo stat -c %a /etc/vbproxy/secrets/catalog.key)" = 600 ]'
 check "firewall loaded (input policy drop)" ssh_vm 'sudo nft list chain inet filter input | grep -q "policy drop"'
 check "PostgreSQL and Redis running" ssh_vm 'systemctl is-active --quiet postgresql redis-server'
-check "catalog database reachable as vbproxy (peer auth)" ssh_vm 'sudo -u vbproxy psql -d vbproxy -tAc "select 1" | grep -qx 1'
+check "catalog database reachable as vbproxy at the config's database.url (peer auth)" ssh_vm 'u=$(sudo sed -n "s/.*\"url\": \"\(postgres[^\"]*\)\".*/\1/p" /etc/vbproxy/config.json); [ -n "$u" ] && sudo -u vbproxy psql "$u" -tAc "select 1" | grep -qx 1'
 check "Redis answers" ssh_vm 'redis-cli ping | grep -qx PONG'
 # The system disk is the one holding /; the PVSCSI disk stands for a hot-added guest disk.
 check "system disk marked for udev, not in the vbproxy-disk group" ssh_vm 'd=/dev/$(lsblk -ndo PKNAME "$(findmnt -no SOURCE /)"); udevadm info "$d" | grep -q VBPROXY_SYSTEM_DISK=1 && [ "$(stat -c %G "$d")" = disk ]'
 check "hot-added PVSCSI disk: group vbproxy-disk, scheduler none, not claimed" ssh_vm 'd=/dev/disk/by-id/scsi-*6000c29smoke; d=$(readlink -f $d); [ "$(stat -c %G "$d")" = vbproxy-disk ] && grep -q "\[none\]" /sys/block/${d#/dev/}/queue/scheduler && udevadm info "$d" | grep -q UDISKS_IGNORE=1'
 check "worker could open the hot-added disk as vbproxy (group), not other users" ssh_vm 'd=$(readlink -f /dev/disk/by-id/scsi-*6000c29smoke); sudo -u vbproxy dd if="$d" of=/dev/null bs=4096 count=1 status=none && ! dd if="$d" of=/dev/null bs=4096 count=1 status=none 2>/dev/null'
 check "vbproxy installed" ssh_vm 'vbproxy --version'
-ssh_vm 'sudo journalctl -b --no-pager -u vbproxy-firstboot -u vbproxy-register -u vbproxy-api -u vbproxy-worker' > "$work/journal.txt" 2>&1 || true
+ssh_vm 'sudo journalctl -b --no-pager -u vbproxy-firstboot -u vbproxy-api -u vbproxy-worker' > "$work/journal.txt" 2>&1 || true
 ssh_vm 'systemctl --failed --no-legend' > "$work/failed-units.txt" 2>&1 || true
 say "failed units in the VM: $(tr '\n' ';' < "$work/failed-units.txt")"
-for u in vbproxy-firstboot vbproxy-register vbproxy-api vbproxy-worker; do
+for u in vbproxy-firstboot vbproxy-api vbproxy-worker; do
   say "$u: $(ssh_vm "systemctl show -p ActiveState -p SubState -p Result -p ExecMainStatus --value $u" 2>/dev/null | tr '\n' ' ')"
 done
 
-if ssh_vm 'vbproxy --help' 2>/dev/null | grep -qE '^\s+api\b' && [[ -n "$manager_pid" ]]; then
+if kill -0 "$manager_pid" 2>/dev/null; then
   for _ in $(seq 1 60); do ssh_vm 'sudo test -f /var/lib/vbproxy/secrets/manager-credentials.json' && break; sleep 5; done
   check "registered with the lab manager" ssh_vm 'sudo test -f /var/lib/vbproxy/secrets/manager-credentials.json'
   for _ in $(seq 1 30); do curl -ksf "https://127.0.0.1:$api_port/healthz" >/dev/null && break; sleep 5; done
   check "/healthz through the forwarded API port" curl -ksf "https://127.0.0.1:$api_port/healthz" -o /dev/null
   check "/metrics through the forwarded API port" bash -c "curl -ksf https://127.0.0.1:$api_port/metrics | grep -q '^# HELP'"
 else
-  not_run+=("registration, /healthz, /metrics: the image's vbproxy has no 'api' command or VBPROXY_SMOKE_MANAGER is not set")
+  not_run+=("registration, /healthz, /metrics: the manager exited ($(tail -n 3 "$work/manager.log" | tr '\n' ' '))")
 fi
 stop_vm
 
 # ---- 2. a bad property ----
 make_env_iso bad \
   "manager.url=http://10.0.2.2:$manager_port/" \
-  "manager.enrollment_token=smoke-enrollment-token-0123456789" \
+  "manager.enrollment_token=$enrollment_token" \
   "system.hostname=vbproxy-smoke" \
   "network.mode=static" \
   "network.address=10.0.2.15" \

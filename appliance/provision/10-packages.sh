@@ -30,6 +30,13 @@ apt-get install -y -q --no-install-recommends \
 apt-get purge -y -q ifupdown isc-dhcp-client 2>/dev/null || true
 rm -f /etc/network/interfaces
 systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
+# pg_createcluster takes the next free port when 5432 is in use where the image is built (a build
+# machine running its own PostgreSQL gets a cluster on 5433): the appliance's cluster is on 5432,
+# the port of database.url in the config first boot writes.
+for conf in /etc/postgresql/*/main/postgresql.conf; do
+  sed -i -E 's/^#?port = [0-9]+/port = 5432/' "$conf"
+  grep -q '^port = 5432' "$conf"
+done
 systemctl enable postgresql.service redis-server.service open-vm-tools.service nftables.service ssh.service
 
 node --version

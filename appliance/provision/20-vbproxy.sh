@@ -25,10 +25,10 @@ chmod 0755 /opt/vbproxy/lib/node_modules/vbproxy/dist/src/cli/main.js
 ln -sf /opt/vbproxy/bin/vbproxy /usr/bin/vbproxy
 /usr/bin/vbproxy --version
 
-for u in vbproxy-firstboot.service vbproxy-register.service vbproxy-api.service vbproxy-worker.service; do
+for u in vbproxy-firstboot.service vbproxy-api.service vbproxy-worker.service; do
   install -m 0644 "$P/systemd/$u" "/usr/lib/systemd/system/$u"
 done
-systemctl enable vbproxy-firstboot.service vbproxy-register.service vbproxy-api.service vbproxy-worker.service
+systemctl enable vbproxy-firstboot.service vbproxy-api.service vbproxy-worker.service
 
 install -D -m 0644 "$P/files/vddk.conf" /etc/vbproxy/vddk.conf
 install -d -m 0755 /opt/vmware-vix-disklib-distrib

@@ -175,7 +175,8 @@ export function runFirstboot(opts: FirstbootOptions): FirstbootResult {
     writeFileAtomic(at(path), content(), 0o600, owner);
     generated.push(path);
   };
-  generate(LAYOUT.catalogKeyFile, () => `${randomBytes(32).toString('base64')}\n`);
+  // 64 hex characters: the format SecretBox.fromKeyFile (src/catalog/secret-box.ts) reads.
+  generate(LAYOUT.catalogKeyFile, () => `${randomBytes(32).toString('hex')}\n`);
   generate(LAYOUT.repositoryPassphraseFile, () => `${randomBytes(32).toString('base64url')}\n`);
   if (!existsSync(at(LAYOUT.tlsKeyFile)) || !certificateMatches(at(LAYOUT.tlsCertFile), settings)) {
     generateTlsCertificate(root, settings, owner);

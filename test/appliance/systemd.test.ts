@@ -44,8 +44,8 @@ function unitRoot(t: import('node:test').TestContext): string {
   return root;
 }
 
-test('the units are the API, the worker, first boot and registration', () => {
-  assert.deepEqual(units, ['vbproxy-api.service', 'vbproxy-firstboot.service', 'vbproxy-register.service', 'vbproxy-worker.service']);
+test('the units are the API (which also registers with the manager), the worker and first boot', () => {
+  assert.deepEqual(units, ['vbproxy-api.service', 'vbproxy-firstboot.service', 'vbproxy-worker.service']);
 });
 
 test('systemd-analyze verify passes on every unit with no warning at all', (t) => {
@@ -69,12 +69,12 @@ test('first boot is a oneshot after the network, PostgreSQL and Redis, before th
   assert.deepEqual(u.get('Service.ExecStart'), ['/usr/bin/vbproxy firstboot']);
   for (const a of ['network-online.target', 'postgresql.service', 'redis-server.service']) assert.ok(words(u, 'Unit.After').includes(a), a);
   assert.ok(words(u, 'Unit.Wants').includes('network-online.target'));
-  for (const b of ['vbproxy-api.service', 'vbproxy-worker.service', 'vbproxy-register.service']) {
+  for (const b of ['vbproxy-api.service', 'vbproxy-worker.service']) {
     assert.ok(words(u, 'Unit.Before').includes(b), b);
   }
   assert.deepEqual(u.get('Unit.ConditionPathExists'), ['!/var/lib/vbproxy/firstboot.done']);
   assert.deepEqual(u.get('Service.StandardOutput'), ['journal'], 'progress in the journal; the CLI writes the outcome to the consoles');
-  for (const svc of ['vbproxy-api.service', 'vbproxy-worker.service', 'vbproxy-register.service']) {
+  for (const svc of ['vbproxy-api.service', 'vbproxy-worker.service']) {
     const s = parseUnit(svc);
     assert.ok(words(s, 'Unit.Requires').includes('vbproxy-firstboot.service'), `${svc} requires first boot`);
     assert.ok(words(s, 'Unit.After').includes('vbproxy-firstboot.service'), `${svc} runs after first boot`);
@@ -82,7 +82,7 @@ test('first boot is a oneshot after the network, PostgreSQL and Redis, before th
 });
 
 test('the services run hardened as the vbproxy user with restart policies; only the worker sees disks, through a group', () => {
-  for (const svc of ['vbproxy-api.service', 'vbproxy-worker.service', 'vbproxy-register.service']) {
+  for (const svc of ['vbproxy-api.service', 'vbproxy-worker.service']) {
     const u = parseUnit(svc);
     const one = (k: string): string | undefined => u.get(`Service.${k}`)?.at(-1);
     assert.equal(one('User'), 'vbproxy', svc);
