@@ -45,7 +45,9 @@ export function redactUrl(url: string): string {
     if (u.password) u.password = '***';
     return u.toString();
   } catch {
-    return '(unparseable URL)';
+    // Socket URLs such as postgresql://vbproxy@/vbproxy?host=/run/postgresql have no host for
+    // WHATWG URL; hide a password by pattern instead of losing the whole address.
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):[^@/]*@/i, '$1:***@');
   }
 }
 
