@@ -32,6 +32,8 @@ export function describeError(err: unknown): string {
   let current: unknown = err;
   for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
     if (current instanceof Error) {
+      // A ZodError's message is a JSON dump of its issues; our errors already name each issue.
+      if (depth > 0 && current.name === 'ZodError') break;
       parts.push(current.message);
       current = current.cause;
     } else {
