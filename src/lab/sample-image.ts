@@ -12,6 +12,7 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { mulberry32 } from './prng.js';
 
 export interface Extent {
   readonly offset: number;
@@ -48,18 +49,6 @@ export const DEFAULT_MIX: Record<RegionKind, number> = {
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const PIECE = 8 * MiB;
-
-/** mulberry32: a small seeded PRNG for layout decisions. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A chacha20 keystream (node:crypto) as a fast seeded source of random bytes. */
 class Keystream {
@@ -124,7 +113,7 @@ const WORDS = [
 
 /** A pool of log- and config-like text, from which text regions take slices at random offsets. */
 function textPool(seed: number): Buffer {
-  const r = prng(seed ^ 0x7e57);
+  const r = mulberry32(seed ^ 0x7e57);
   const lines: string[] = [];
   let size = 0;
   while (size < 4 * MiB) {
@@ -198,7 +187,7 @@ async function writeLayout(
   mixIn: SampleImageOptions['mix'],
 ): Promise<void> {
   const mix = { ...DEFAULT_MIX, ...mixIn };
-  const g: Generator = { rand: prng(seed), stream: new Keystream(seed, 'data'), pool: textPool(seed) };
+  const g: Generator = { rand: mulberry32(seed), stream: new Keystream(seed, 'data'), pool: textPool(seed) };
   // Partition-table-like start: an MBR with a protective entry and the boot signature, a GPT header.
   const head = Buffer.alloc(Math.min(size, 1 * MiB));
   if (head.length >= 1024) {
@@ -286,7 +275,7 @@ export async function mutateImage(path: string, options: MutateOptions): Promise
     const size = (await fh.stat()).size;
     const blocks = Math.ceil(size / blockSize);
     const want = Math.min(blocks, Math.round(blocks * options.fraction));
-    const rand = prng(options.seed ^ 0x5eed);
+    const rand = mulberry32(options.seed ^ 0x5eed);
     const chosen = new Uint8Array(blocks);
     let picked = 0;
     while (picked < want) {

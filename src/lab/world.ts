@@ -39,6 +39,7 @@ import {
   writeTop,
   type ChainLink,
 } from './vmdk.js';
+import { mulberry32 } from './prng.js';
 
 /** The lab's inventory and the vim25 semantics of every operation (docs/lab.md 2-4 and 6). */
 
@@ -141,17 +142,6 @@ export const HOTADD_CONTROLLER = 1001;
 export interface CbtWindowing {
   readonly maxWindow: number;
   readonly seed: number | undefined;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export class LabWorld {
