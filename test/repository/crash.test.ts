@@ -26,7 +26,8 @@ test('a backup killed with SIGKILL leaves a repository that verifies clean and a
     );
     const before = await countChunks(repo);
     const big = join(t.path, 'big.img');
-    await writeSampleImage(big, { sizeBytes: 64 * 1024 * 1024, seed: 11, mix: { hole: 0, zero: 0 } });
+    // Large enough that the writer is still busy while the test polls the chunk directories.
+    await writeSampleImage(big, { sizeBytes: 256 * 1024 * 1024, seed: 11, mix: { hole: 0, zero: 0 } });
 
     // Kill the writer in the middle: once it has stored some chunks, but long before it is done.
     const child = spawn(
