@@ -12,7 +12,11 @@ import { CorruptObjectError } from '../repository/errors.js';
 import type { WorkerRequest, WorkerResponse, WorkerInit } from './worker-pool.js';
 
 const init = workerData as WorkerInit;
-const codec = new ChunkCodec({ chunkId: init.chunkId, chunkEnc: init.chunkEnc }, init.chunkSize);
+const codec = new ChunkCodec(
+  { chunkId: init.chunkId, chunkEnc: init.chunkEnc },
+  init.chunkSize,
+  init.idAlgorithm,
+);
 const port = parentPort;
 if (!port) throw new Error('chunk-worker must run in a worker thread');
 
@@ -75,6 +79,28 @@ port.on('message', (req: WorkerRequest) => {
         const sealed = codec.seal(req.id, req.data);
         store(req.path, sealed);
         res = { seq: req.seq, ok: true, id: null, data: null, stored: sealed.length };
+        break;
+      }
+      case 'fetchOpenWrite': {
+        const obj = readFileSync(join(init.root!, req.path));
+        const plain = codec.open(req.id, obj, req.expectedLength);
+        try {
+          let done = req.sliceStart;
+          while (done < req.sliceEnd) {
+            done += writeSync(req.fd, plain, done, req.sliceEnd - done, req.position + done - req.sliceStart);
+          }
+        } catch (err) {
+          res = {
+            seq: req.seq,
+            ok: false,
+            corrupt: false,
+            targetWrite: true,
+            message: String((err as Error).message ?? err),
+            errno: (err as NodeJS.ErrnoException).code,
+          };
+          break;
+        }
+        res = { seq: req.seq, ok: true, id: null, data: null };
         break;
       }
       case 'fetchOpen': {

@@ -45,6 +45,12 @@ export interface DiskTarget {
   zero?(offset: number, length: number): Promise<void>;
   /** How many writes the target can usefully keep in flight (defaults to 1 when absent). */
   readonly maxConcurrentWrites?: number;
+  /**
+   * A plain file's descriptor that the pipeline's worker threads may write to directly with
+   * positional writes (pwrite), so that restored data never passes through the event loop.
+   * Only targets whose `write` is exactly a pwrite of the file set it (not VDDK handles).
+   */
+  readonly positionalWriteFd?: number;
   readonly description: string;
   /** Make everything written durable. */
   flush(): Promise<void>;

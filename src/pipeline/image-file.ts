@@ -119,6 +119,9 @@ export class RawImageSource implements DiskSource {
 /** A raw image file as a restore target: created sparse, zero chunks stay holes. */
 export class RawImageTarget implements DiskTarget {
   readonly maxConcurrentWrites = 8;
+  get positionalWriteFd(): number {
+    return this.fh.fd;
+  }
   private zeroBuf: Buffer | undefined;
 
   private constructor(

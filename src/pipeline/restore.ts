@@ -13,6 +13,17 @@ export interface ChunkFetchAccess {
   fetch(id: Buffer, hex: string, where: string): Promise<Buffer>;
   /** Fetch and open in one step (in a worker); optional. */
   fetchOpen?(id: Buffer, hex: string, length: number, where: string): Promise<Buffer>;
+  /**
+   * Fetch, open and write a slice of the plaintext to a file descriptor, all in a worker
+   * (local repositories restoring to plain files); optional.
+   */
+  fetchOpenWrite?(
+    id: Buffer,
+    hex: string,
+    length: number,
+    where: string,
+    out: { fd: number; position: number; sliceStart: number; sliceEnd: number; description: string },
+  ): Promise<void>;
 }
 
 export interface RestoreStats {
@@ -97,7 +108,24 @@ export async function runDiskRestore(
         } else {
           const length = Math.min(chunkSize, capacity - n * chunkSize);
           const hex = id.toString('hex');
+          const fd = target.positionalWriteFd;
+          const direct = fd !== undefined && access.fetchOpenWrite !== undefined;
           job = (async () => {
+            if (direct) {
+              const cStart = n * chunkSize;
+              const s = Math.max(cStart, rangeStart);
+              const e = Math.min(cStart + length, rangeEnd);
+              await access.fetchOpenWrite!(id, hex, length, `${where} chunk ${n}`, {
+                fd,
+                position: s - rangeStart,
+                sliceStart: s - cStart,
+                sliceEnd: e - cStart,
+                description: target.description,
+              });
+              doneBytes += e - s;
+              options.onProgress?.({ doneBytes, totalBytes });
+              return;
+            }
             let plain: Buffer;
             if (access.fetchOpen) {
               plain = await access.fetchOpen(id, hex, length, `${where} chunk ${n}`);

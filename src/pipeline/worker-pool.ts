@@ -1,14 +1,16 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { CorruptObjectError, NoSpaceError, RepositoryError } from '../repository/errors.js';
+import { DiskIoError } from './errors.js';
 import { ObjectNotFoundError } from '../repository/backend.js';
-import type { ChunkKeys } from '../repository/chunk-codec.js';
+import type { ChunkIdAlgorithm, ChunkKeys } from '../repository/chunk-codec.js';
 
 /** What a worker is started with (keys stay in memory, never logged). */
 export interface WorkerInit {
   readonly chunkId: Uint8Array;
   readonly chunkEnc: Uint8Array;
   readonly chunkSize: number;
+  readonly idAlgorithm: ChunkIdAlgorithm;
   /**
    * Absolute directory of a local repository: workers then write and read chunk objects
    * themselves (temporary name, fsync, rename), off libuv's small thread pool.
@@ -21,11 +23,32 @@ export type WorkerRequest =
   | { seq: number; op: 'seal'; id: Uint8Array; data: Uint8Array }
   | { seq: number; op: 'open'; id: Uint8Array; data: Uint8Array; expectedLength: number | undefined }
   | { seq: number; op: 'sealStore'; id: Uint8Array; data: Uint8Array; path: string }
-  | { seq: number; op: 'fetchOpen'; id: Uint8Array; path: string; expectedLength: number | undefined };
+  | { seq: number; op: 'fetchOpen'; id: Uint8Array; path: string; expectedLength: number | undefined }
+  | {
+      seq: number;
+      op: 'fetchOpenWrite';
+      id: Uint8Array;
+      path: string;
+      expectedLength: number | undefined;
+      /** Where the plaintext's bytes [sliceStart, sliceEnd) go: file descriptor and position. */
+      fd: number;
+      position: number;
+      sliceStart: number;
+      sliceEnd: number;
+    };
 
 export type WorkerResponse =
   | { seq: number; ok: true; id: Uint8Array | null; data: Uint8Array | null; stored?: number }
-  | { seq: number; ok: false; corrupt: boolean; message: string; errno?: string; path?: string };
+  | {
+      seq: number;
+      ok: false;
+      corrupt: boolean;
+      message: string;
+      errno?: string;
+      path?: string;
+      /** The failure was writing the restore target, not reading the repository. */
+      targetWrite?: boolean;
+    };
 
 interface Result {
   id: Buffer | null;
@@ -37,6 +60,8 @@ interface Pending {
   resolve: (r: Result) => void;
   reject: (e: Error) => void;
   idHex: string | undefined;
+  /** Description of the restore target a worker writes to (fetchOpenWrite). */
+  target?: string;
 }
 
 /**
@@ -76,8 +101,14 @@ export class ChunkWorkerPool {
   readonly local: boolean;
   private readonly root: string | undefined;
 
-  constructor(keys: ChunkKeys, chunkSize: number, root?: string, size = defaultPoolSize(root)) {
-    const init: WorkerInit = { chunkId: keys.chunkId, chunkEnc: keys.chunkEnc, chunkSize, root };
+  constructor(
+    keys: ChunkKeys,
+    chunkSize: number,
+    idAlgorithm: ChunkIdAlgorithm,
+    root?: string,
+    size = defaultPoolSize(root),
+  ) {
+    const init: WorkerInit = { chunkId: keys.chunkId, chunkEnc: keys.chunkEnc, chunkSize, idAlgorithm, root };
     this.local = root !== undefined;
     this.root = root;
     for (let i = 0; i < size; i++) {
@@ -120,6 +151,13 @@ export class ChunkWorkerPool {
         data: res.data ? asBuffer(res.data) : Buffer.alloc(0),
         stored: res.stored ?? 0,
       });
+    } else if (res.targetWrite) {
+      const where = p.target ?? 'the restore target';
+      p.reject(
+        res.errno === 'ENOSPC' || res.errno === 'EDQUOT'
+          ? new NoSpaceError(where)
+          : new DiskIoError('IMAGE_WRITE', `write to ${where} failed: ${res.message}`),
+      );
     } else if (res.corrupt) {
       p.reject(new CorruptObjectError('chunk', p.idHex ?? '?', res.message));
     } else if (res.errno === 'ENOENT' && res.path) {
@@ -131,14 +169,19 @@ export class ChunkWorkerPool {
     }
   }
 
-  private submit(req: WorkerRequest, transfer: ArrayBuffer | undefined, idHex?: string): Promise<Result> {
+  private submit(
+    req: WorkerRequest,
+    transfer: ArrayBuffer | undefined,
+    idHex?: string,
+    target?: string,
+  ): Promise<Result> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
     this.load[best] = (this.load[best] ?? 0) + 1;
     return new Promise((resolve, reject) => {
-      this.pending.set(req.seq, { resolve, reject, idHex });
+      this.pending.set(req.seq, { resolve, reject, idHex, target });
       this.workers[best]!.postMessage(req, transfer ? [transfer] : []);
     });
   }
@@ -174,6 +217,21 @@ export class ChunkWorkerPool {
   async fetchOpen(id: Buffer, path: string, expectedLength?: number): Promise<Buffer> {
     const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpen', id, path, expectedLength };
     return (await this.submit(req, undefined, id.toString('hex'))).data;
+  }
+
+  /**
+   * Reads the chunk object at `path`, verifies it, and writes its bytes [sliceStart, sliceEnd) to
+   * file descriptor `fd` at `position` from the worker (local pools only); nothing comes back.
+   */
+  async fetchOpenWrite(
+    id: Buffer,
+    path: string,
+    expectedLength: number | undefined,
+    out: { fd: number; position: number; sliceStart: number; sliceEnd: number; description: string },
+  ): Promise<void> {
+    const { description, ...where } = out;
+    const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpenWrite', id, path, expectedLength, ...where };
+    await this.submit(req, undefined, id.toString('hex'), description);
   }
 
   async close(): Promise<void> {

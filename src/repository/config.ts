@@ -5,6 +5,7 @@ import { ObjectNotFoundError } from './backend.js';
 import { CorruptObjectError, RepositoryNotFoundError, RepositoryVersionError } from './errors.js';
 import { FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, paths } from './format.js';
 import { mac } from './keys.js';
+import { CHUNK_ID_ALGORITHMS, type ChunkIdAlgorithm } from './chunk-codec.js';
 
 /** The repository's config object (plain JSON; authenticated by `mac` once the key is unlocked). */
 export const configSchema = z.object({
@@ -12,7 +13,7 @@ export const configSchema = z.object({
   version: z.number().int().positive(),
   id: z.string(),
   chunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
-  chunkId: z.literal('blake2b-256-keyed'),
+  chunkId: z.enum(CHUNK_ID_ALGORITHMS),
   cipher: z.literal('xchacha20-poly1305'),
   compression: z.literal('zstd-if-smaller'),
   createdAt: z.string(),
@@ -20,13 +21,13 @@ export const configSchema = z.object({
 });
 export type RepositoryConfig = z.infer<typeof configSchema>;
 
-export function newConfig(chunkSize: number): RepositoryConfig {
+export function newConfig(chunkSize: number, chunkId: ChunkIdAlgorithm = 'hmac-sha256'): RepositoryConfig {
   return {
     format: 'vbproxy-repository',
     version: FORMAT_VERSION,
     id: randomUUID(),
     chunkSize,
-    chunkId: 'blake2b-256-keyed',
+    chunkId,
     cipher: 'xchacha20-poly1305',
     compression: 'zstd-if-smaller',
     createdAt: new Date().toISOString(),

@@ -41,6 +41,7 @@ import { runPrune, type PruneOptions, type PruneReport } from './prune.js';
 import { runGc, type GcOptions, type GcReport } from './gc.js';
 import type { RetentionPolicy } from './retention.js';
 import { ChunkWorkerPool } from '../pipeline/worker-pool.js';
+import type { ChunkIdAlgorithm } from './chunk-codec.js';
 import { runDiskRestore, type RestoreStats } from '../pipeline/restore.js';
 import type { DiskTarget, ProgressListener } from '../pipeline/disk.js';
 import { RawImageTarget } from '../pipeline/image-file.js';
@@ -52,6 +53,8 @@ export interface InitOptions {
   managerPublicKey?: Buffer;
   /** Argon2id cost; tests may lower it. */
   kdf?: { opslimit: number; memlimit: number };
+  /** How chunk ids are computed (default HMAC-SHA256; keyed BLAKE2b is what format 1 repositories used). */
+  chunkIdAlgorithm?: ChunkIdAlgorithm;
 }
 
 export interface RestoreOptions {
@@ -106,7 +109,7 @@ export class Repository {
     if ((await backend.list('')).length > 0) throw new RepositoryExistsError(location);
     const master = newMasterKey();
     const keys = deriveKeys(master);
-    const config = signConfig(newConfig(chunkSize), keys.configMac);
+    const config = signConfig(newConfig(chunkSize, options.chunkIdAlgorithm), keys.configMac);
     const keyFile = await wrapMasterKey(master, passphrase, config.id, options);
     sodium.sodium_memzero(master);
     await backend.write(paths.key, Buffer.from(JSON.stringify(keyFile, null, 2)));
@@ -180,6 +183,7 @@ export class Repository {
     this.workerPool ??= new ChunkWorkerPool(
       this.keys,
       this.chunkSize,
+      this.config.chunkId,
       this.backend instanceof LocalBackend ? resolve(this.backend.location) : undefined,
     );
     return this.workerPool;
@@ -270,8 +274,13 @@ export class Repository {
   async openChunk(id: Buffer, hex: string, length: number, where: string): Promise<Buffer> {
     const pool = this.pool();
     if (!pool.local) return pool.open(id, await this.fetchChunk(hex, where), length);
+    return this.namingMissing(hex, where, () => pool.fetchOpen(id, paths.chunk(hex), length));
+  }
+
+  /** Runs a worker's read of chunk `hex`, turning "no such object" into MissingObjectError naming its user. */
+  private async namingMissing<T>(hex: string, where: string, read: () => Promise<T>): Promise<T> {
     try {
-      return await pool.fetchOpen(id, paths.chunk(hex), length);
+      return await read();
     } catch (err) {
       if (err instanceof ObjectNotFoundError) {
         throw new MissingObjectError('chunk', hex, `referenced by ${where}, not in the repository`, err);
@@ -309,11 +318,32 @@ export class Repository {
         `target ${target.description} holds ${target.capacity} bytes, the restore needs ${want}`,
       );
     }
+    const pool = this.pool();
     return runDiskRestore(
       {
-        pool: this.pool(),
+        pool,
         chunkSize: index.geometry.chunkSize,
         fetch: (_id, hex, where) => this.fetchChunk(hex, where),
+        ...(pool.local
+          ? {
+              fetchOpen: (id: Buffer, hex: string, length: number, where: string) =>
+                this.openChunk(id, hex, length, where),
+              fetchOpenWrite: (
+                id: Buffer,
+                hex: string,
+                length: number,
+                where: string,
+                out: {
+                  fd: number;
+                  position: number;
+                  sliceStart: number;
+                  sliceEnd: number;
+                  description: string;
+                },
+              ) =>
+                this.namingMissing(hex, where, () => pool.fetchOpenWrite(id, paths.chunk(hex), length, out)),
+            }
+          : {}),
       },
       index,
       target,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../../src/repository/repository.js';
 import { IndexReader } from '../../src/repository/index-file.js';
@@ -11,6 +11,8 @@ import {
   newRepo,
   tempDir,
   PASSPHRASE,
+  CHUNK,
+  TEST_KDF,
   makeImage,
   noise,
   text,
@@ -46,6 +48,41 @@ test('full backup and restore are byte-identical for holes, written zeros, dupli
     await again.restoreToFile(m.id, 0, rangeFile, { range: { offset: 5 * 1024 * 1024, length: 12345 } });
     assert.deepEqual(await readFile(rangeFile), (await readFile(image)).subarray(5 * 1024 * 1024));
     await again.close();
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('both chunk-id algorithms name chunks by content under the repository key and round trip', async (t2) => {
+  const t = await tempDir('idalg');
+  try {
+    const image = await mixedImage(join(t.path, 'a.img'));
+    const ids: Record<string, string[]> = {};
+    for (const algorithm of ['hmac-sha256', 'blake2b-256-keyed'] as const) {
+      const repo = await Repository.init(join(t.path, algorithm), PASSPHRASE, {
+        chunkIdAlgorithm: algorithm,
+        chunkSize: CHUNK,
+        kdf: TEST_KDF,
+      });
+      t2.after(() => repo.close());
+      assert.equal(repo.config.chunkId, algorithm);
+      const m = await backupImage(repo, image, 'vm');
+      const out = join(t.path, `${algorithm}.img`);
+      await repo.restoreToFile(m.id, 0, out);
+      await assertSameFile(out, image);
+      ids[algorithm] = (await readdir(join(t.path, algorithm, 'chunks'), { recursive: true }))
+        .filter((n) => /[0-9a-f]{64}$/.test(n))
+        .sort();
+      assert.ok(ids[algorithm].length > 10);
+      await repo.close();
+      // Reopened, the repository keeps its algorithm (it is in the authenticated config).
+      const again = await Repository.open(join(t.path, algorithm), PASSPHRASE);
+      t2.after(() => again.close());
+      assert.equal(again.config.chunkId, algorithm);
+      assert.deepEqual(await again.readRange(m.id, 0, 0, 4096), (await readFile(image)).subarray(0, 4096));
+      await again.close();
+    }
+    assert.notDeepEqual(ids['hmac-sha256'], ids['blake2b-256-keyed']);
   } finally {
     await t.cleanup();
   }
