@@ -456,7 +456,9 @@ describe('API: restore points, restores, repository', () => {
       disks: [disk],
     });
     pointId = p1.id;
-    const all = s.restorePointList.parse((await h.call('GET', '/api/v1/restore-points?vm=vm-811')).json).items;
+    const all = s.restorePointList.parse(
+      (await h.call('GET', '/api/v1/restore-points?vm=vm-811')).json,
+    ).items;
     assert.deepEqual(
       all.map((p) => p.manifestName),
       ['b', 'a'],
