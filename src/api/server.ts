@@ -15,7 +15,8 @@ import { version } from '../version.js';
 import { createApp } from './app.js';
 import { TokenStore } from './auth.js';
 import type { PolicyVmResolver, RegistrationStatus, VcenterConnectionTester } from './deps.js';
-import { explicitMorefResolver, reachabilityTester } from './vcenter-tester.js';
+import { catalogPolicyVmResolver } from '../jobs/policy-vms.js';
+import { vsphereConnectionTester } from './vcenter-tester.js';
 
 /** Redis connection options from a redis:// or rediss:// URL (and the password from its file, if any). */
 export function redisConnection(url: string, password?: string): ConnectionOptions {
@@ -49,6 +50,8 @@ export interface RunningApi {
   readonly pool: Pool;
   readonly queues: Queues;
   readonly metrics: Metrics;
+  /** The catalog key (vCenter passwords are sealed with it). */
+  readonly secretBox: SecretBox;
   close(): Promise<void>;
 }
 
@@ -105,8 +108,9 @@ export async function startApi(loaded: LoadedConfig, options: StartApiOptions = 
       secretBox,
       tokens,
       metrics,
-      tester: options.tester ?? reachabilityTester(),
-      vmResolver: options.vmResolver ?? explicitMorefResolver,
+      tester: options.tester ?? vsphereConnectionTester(),
+      vmResolver:
+        options.vmResolver ?? catalogPolicyVmResolver(pool, secretBox, config.proxy.vmMoref ?? null),
       proxy: {
         name: config.proxy.name,
         version,
@@ -135,6 +139,7 @@ export async function startApi(loaded: LoadedConfig, options: StartApiOptions = 
       pool,
       queues,
       metrics,
+      secretBox,
       async close() {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());

@@ -1,51 +1,84 @@
-import { connect } from 'node:net';
 import { VbproxyError } from '../errors.js';
+import { connectEndpoint } from '../vsphere/connect.js';
+import { InvalidLoginError, VimConnectionError, VimFaultError, VimTlsError } from '../vsphere/errors.js';
 import type { VcenterConnectionParams, VcenterConnectionTester } from './deps.js';
 
+/** Why a vCenter connection test failed; `code` says which step (unreachable, certificate, login). */
 export class VcenterConnectionError extends VbproxyError {}
 
+function rootCause(err: unknown): string {
+  let cur: unknown = err;
+  while (cur instanceof Error && cur.cause instanceof Error) cur = cur.cause;
+  if (cur instanceof Error) return (cur as NodeJS.ErrnoException).code ?? cur.message;
+  return String(cur);
+}
+
 /**
- * The default connection test until the vSphere client is wired in: opens a TCP connection to the
- * vCenter's host and port. It proves the address is reachable from the proxy; it does not check
- * the certificate or the credentials (the message says so).
+ * The connection test of `POST /vcenters`, `/vcenters/{id}/test` and `vbproxy vcenter add|test`:
+ * a real vim25 session through the vSphere client. It pins the certificate (the SHA-256
+ * fingerprint, or the SHA-1 thumbprint checked against the server), logs in with the credentials,
+ * reads the server clock (CurrentTime) and logs out. Each failure names its step: the URL that is
+ * unreachable, the expected and presented fingerprints, or the vim25 fault of the login
+ * (InvalidLogin for a wrong user name or password). The password is never part of a message.
  */
-export function reachabilityTester(timeoutMs = 5000): VcenterConnectionTester {
+export function vsphereConnectionTester(opts: { timeoutMs?: number } = {}): VcenterConnectionTester {
+  const timeoutMs = opts.timeoutMs ?? 15_000;
   return {
-    test(p: VcenterConnectionParams) {
-      const u = new URL(p.url);
-      const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
-      return new Promise((resolve, reject) => {
-        const socket = connect({ host: u.hostname, port, timeout: timeoutMs });
-        const fail = (why: string, cause?: unknown) => {
-          socket.destroy();
-          reject(
-            new VcenterConnectionError(
-              'VCENTER_UNREACHABLE',
-              `cannot reach vCenter at ${u.host}: ${why}; check the URL and the proxy's network`,
-              { cause, transient: true },
-            ),
-          );
+    async test(p: VcenterConnectionParams) {
+      let client;
+      try {
+        client = await connectEndpoint(p, { timeoutMs });
+      } catch (err) {
+        throw describeConnectFailure(p, err);
+      }
+      try {
+        const time = await client.keepAlive();
+        const a = client.serviceContent.about;
+        return {
+          message:
+            `logged in to ${a.fullName || a.name || 'vSphere'} (API ${a.apiVersion || 'unknown'}) at ${p.url} ` +
+            `as ${p.username}; server time ${time}`,
         };
-        socket.once('connect', () => {
-          socket.end();
-          resolve({ message: `${u.host} is reachable (credentials are checked at the first job)` });
-        });
-        socket.once('timeout', () => fail(`no answer within ${timeoutMs} ms`));
-        socket.once('error', (err) => fail((err as NodeJS.ErrnoException).code ?? err.message, err));
-      });
+      } catch (err) {
+        throw describeConnectFailure(p, err);
+      } finally {
+        await client.close();
+      }
     },
   };
 }
 
-/** The default VM resolver: explicit morefs only; folders and name patterns need the vSphere client. */
-export const explicitMorefResolver = {
-  async resolve(policy: { vmSelection: { morefs: string[]; folders: string[]; namePatterns: string[] } }) {
-    if (policy.vmSelection.folders.length > 0 || policy.vmSelection.namePatterns.length > 0) {
-      throw new VbproxyError(
-        'POLICY_SELECTION_UNRESOLVED',
-        'this policy selects VMs by folder or name pattern, which needs the vSphere inventory (not wired into this build yet); run it with explicit vmMorefs',
-      );
-    }
-    return policy.vmSelection.morefs.map((moref) => ({ moref }));
-  },
-};
+/** Maps a connection failure to the specific step that failed. */
+export function describeConnectFailure(p: VcenterConnectionParams, err: unknown): VcenterConnectionError {
+  if (err instanceof VimConnectionError) {
+    return new VcenterConnectionError(
+      'VCENTER_UNREACHABLE',
+      `cannot reach vCenter at ${p.url}: ${rootCause(err)}; check the URL and the proxy's network`,
+      { cause: err, transient: true },
+    );
+  }
+  if (err instanceof VimTlsError) {
+    return new VcenterConnectionError('VCENTER_CERTIFICATE', `certificate check failed: ${err.message}`, {
+      cause: err,
+    });
+  }
+  if (err instanceof InvalidLoginError) {
+    return new VcenterConnectionError(
+      'VCENTER_LOGIN',
+      `vCenter at ${p.url} refused the login of ${p.username} with InvalidLogin: the user name or password is wrong`,
+      { cause: err },
+    );
+  }
+  if (err instanceof VimFaultError) {
+    return new VcenterConnectionError(
+      'VCENTER_FAULT',
+      `vCenter at ${p.url} answered ${err.method} with the vim25 fault ${err.faultType}: ${err.serverMessage || err.message}`,
+      { cause: err },
+    );
+  }
+  return new VcenterConnectionError(
+    'VCENTER_CONNECTION',
+    `the connection to vCenter at ${p.url} failed: ${err instanceof Error ? err.message : String(err)}`,
+    { cause: err },
+  );
+}

@@ -3,6 +3,7 @@ import { createToken, readTokensFile, revokeToken, SCOPES, type Scope } from '..
 import { startApi } from '../api/server.js';
 import { loadConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
+import { vsphereInventory } from '../manager/inventory.js';
 import { createProxyAgent } from '../manager/proxy-agent.js';
 import type { RegistrationAgent } from '../manager/agent.js';
 import type { Redis } from 'ioredis';
@@ -37,6 +38,12 @@ export function apiCommand(): Command {
           pool: running.pool,
           logger,
           apiUrl: running.url,
+          inventory: vsphereInventory({
+            pool: running.pool,
+            secretBox: () => running.secretBox,
+            proxyVmMoref: loaded.config.proxy.vmMoref ?? null,
+            logger,
+          }),
           redisOk: async () =>
             ((await running.queues.backup.client) as unknown as Redis).ping().then(
               () => true,

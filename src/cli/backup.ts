@@ -1,9 +1,8 @@
 import { Command } from 'commander';
 import { runPolicy } from '../api/operations.js';
 import { policyRunBody } from '../api/schemas.js';
-import { explicitMorefResolver } from '../api/vcenter-tester.js';
 import { printRun } from './policy.js';
-import { parseWith, resolvePolicy, withContext } from './surface-context.js';
+import { parseWith, resolvePolicy, vmResolverOf, withContext } from './surface-context.js';
 
 /** `vbproxy backup now`: queue backups under a policy immediately. */
 export function backupCommand(): Command {
@@ -20,7 +19,7 @@ export function backupCommand(): Command {
       await withContext(opts.config, async (ctx) => {
         const p = await resolvePolicy(ctx.pool, opts.policy);
         const r = await runPolicy(
-          { ...ctx, repositoryPath: ctx.loaded.config.repository.path, vmResolver: explicitMorefResolver },
+          { ...ctx, repositoryPath: ctx.loaded.config.repository.path, vmResolver: vmResolverOf(ctx) },
           p,
           vms,
           'manual',

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { explicitMorefResolver } from '../api/vcenter-tester.js';
 import { createPolicy, removePolicy, replacePolicy, runPolicy } from '../api/operations.js';
 import { policyBody, policyRunBody } from '../api/schemas.js';
 import { listPolicies, type PolicyFields } from '../catalog/policies.js';
@@ -10,6 +9,7 @@ import {
   resolvePolicy,
   resolveVcenter,
   table,
+  vmResolverOf,
   withContext,
   type CliContext,
 } from './surface-context.js';
@@ -132,7 +132,7 @@ export function policyCommand(): Command {
     await withContext(opts.config, async (ctx) => {
       const p = await resolvePolicy(ctx.pool, name);
       const r = await runPolicy(
-        { ...ctx, repositoryPath: ctx.loaded.config.repository.path, vmResolver: explicitMorefResolver },
+        { ...ctx, repositoryPath: ctx.loaded.config.repository.path, vmResolver: vmResolverOf(ctx) },
         p,
         parseWith(policyRunBody, { vmMorefs: opts.vm }, '--vm').vmMorefs,
         'manual',

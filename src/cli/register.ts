@@ -1,6 +1,11 @@
 import { Command } from 'commander';
-import { loadConfig } from '../config/load.js';
+import { optionalSecret } from '../api/server.js';
+import { openCatalog, type Pool } from '../catalog/db.js';
+import { SecretBox } from '../catalog/secret-box.js';
+import { loadConfig, readSecretFile } from '../config/load.js';
+import { describeError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { vsphereInventory } from '../manager/inventory.js';
 import { createProxyAgent } from '../manager/proxy-agent.js';
 import { output } from './surface-context.js';
 import { UsageError } from './usage-error.js';
@@ -20,13 +25,47 @@ export function registerCommand(): Command {
           `${loaded.path} has no "manager" section (url, enrollmentTokenFile, credentialsFile)`,
         );
       }
-      const agent = createProxyAgent(loaded, { logger: createLogger('vbproxy', { level: 'warn' }) });
-      const creds = await agent.registerOnce();
-      output(
-        opts.json === true,
-        { proxyId: creds.proxyId, manager: creds.managerUrl },
-        () =>
-          `registered with ${creds.managerUrl} as proxy ${creds.proxyId}; credentials in ${loaded.config.manager!.credentialsFile}`,
-      );
+      const logger = createLogger('vbproxy', { level: 'warn' });
+      // The hosts and datastores come from the catalog's vCenters; without the catalog the
+      // registration goes on with empty lists (it must never be blocked by the inventory).
+      let pool: Pool | undefined;
+      try {
+        pool = await openCatalog(loaded.config.database.url, {
+          max: 1,
+          password: optionalSecret(loaded, 'database.passwordFile'),
+        });
+      } catch (err) {
+        logger.warn(
+          `the catalog is not reachable (${describeError(err)}): registering without hosts and datastores`,
+        );
+      }
+      try {
+        const agent = createProxyAgent(loaded, {
+          logger,
+          ...(pool === undefined
+            ? {}
+            : {
+                inventory: vsphereInventory({
+                  pool,
+                  secretBox: () =>
+                    SecretBox.fromKeyFile(
+                      readSecretFile(loaded, 'catalog.secretKeyFile'),
+                      loaded.config.catalog.secretKeyFile,
+                    ),
+                  proxyVmMoref: loaded.config.proxy.vmMoref ?? null,
+                  logger,
+                }),
+              }),
+        });
+        const creds = await agent.registerOnce();
+        output(
+          opts.json === true,
+          { proxyId: creds.proxyId, manager: creds.managerUrl },
+          () =>
+            `registered with ${creds.managerUrl} as proxy ${creds.proxyId}; credentials in ${loaded.config.manager!.credentialsFile}`,
+        );
+      } finally {
+        await pool?.end();
+      }
     });
 }

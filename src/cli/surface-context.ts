@@ -1,7 +1,10 @@
 import { migrateCatalog, openCatalog, type Pool } from '../catalog/db.js';
 import { findPolicyByName, getPolicy, type Policy } from '../catalog/policies.js';
 import { SecretBox } from '../catalog/secret-box.js';
-import { findVcenterByName, getVcenter, type Vcenter } from '../catalog/vcenters.js';
+import { findVcenterByName, getVcenter, getVcenterCredentials, type Vcenter } from '../catalog/vcenters.js';
+import type { PolicyVmResolver } from '../api/deps.js';
+import { policyVmResolver } from '../jobs/policy-vms.js';
+import { sessionFor } from '../jobs/runtime.js';
 import { loadConfig, readSecretFile, type LoadedConfig } from '../config/load.js';
 import { openQueues, type Queues } from '../jobs/queues.js';
 import { optionalSecret, redisConnection } from '../api/server.js';
@@ -125,4 +128,12 @@ export function bytes(n: number | null | undefined): string {
     u++;
   }
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
+}
+
+/** The policy VM resolver of "run now" from the CLI (opens the catalog key only when it connects). */
+export function vmResolverOf(ctx: CliContext): PolicyVmResolver {
+  return policyVmResolver({
+    connect: async (id) => sessionFor(await getVcenterCredentials(ctx.pool, ctx.secretBox(), id)),
+    proxyVmMoref: ctx.loaded.config.proxy.vmMoref ?? null,
+  });
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { vcenterBody } from '../api/schemas.js';
-import { reachabilityTester } from '../api/vcenter-tester.js';
+import { vsphereConnectionTester } from '../api/vcenter-tester.js';
 import { deleteVcenter, getVcenterCredentials, insertVcenter, listVcenters } from '../catalog/vcenters.js';
 import { describeError, VbproxyError } from '../errors.js';
 import { output, parseWith, resolveVcenter, table, withContext } from './surface-context.js';
@@ -25,7 +25,7 @@ function readPassword(opts: { passwordFile?: string; passwordStdin?: boolean }):
 /** `vbproxy vcenter add|list|test|remove`. Passwords come from a file or stdin, never the command line. */
 export function vcenterCommand(): Command {
   const cmd = new Command('vcenter').description('manage the vCenters this proxy backs up from');
-  const tester = reachabilityTester();
+  const tester = vsphereConnectionTester();
   cmd
     .command('add')
     .description('add a vCenter after a connection test (the password is stored encrypted)')

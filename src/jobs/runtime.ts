@@ -1,12 +1,13 @@
 import type { Pool } from '../catalog/db.js';
 import type { SecretBox } from '../catalog/secret-box.js';
-import { getVcenterCredentials } from '../catalog/vcenters.js';
+import { getVcenterCredentials, type VcenterCredentials } from '../catalog/vcenters.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Repository } from '../repository/repository.js';
 import type { Vddk } from '../vddk/index.js';
 import type { VddkConnectionSpec, Transport } from '../vddk/index.js';
-import { VimClient } from '../vsphere/client.js';
+import type { VimClient } from '../vsphere/client.js';
+import { connectEndpoint } from '../vsphere/connect.js';
 import { moref, type MoRef } from '../vsphere/wire/values.js';
 import type { Queues } from './queues.js';
 import type { DiskSlots } from './semaphore.js';
@@ -77,19 +78,15 @@ export interface VcenterSession {
   close(): Promise<void>;
 }
 
-const SHA256_PAIRS = 32;
-
-/** Connects to a vCenter of the catalog with its stored (sealed) credentials. */
+/** Connects to a vCenter of the catalog with its stored (sealed) credentials and certificate pin. */
 export async function connectVcenter(rt: JobRuntime, vcenterId: string): Promise<VcenterSession> {
   const creds = await getVcenterCredentials(rt.pool, rt.secretBox, vcenterId);
-  const pin = creds.thumbprint;
-  const fingerprint256 = pin !== null && pin.split(':').length === SHA256_PAIRS ? pin : undefined;
-  const client = await VimClient.connect({
-    url: creds.url,
-    username: creds.username,
-    password: creds.password,
-    ...(fingerprint256 !== undefined ? { fingerprint256 } : {}),
-  });
+  return sessionFor(creds);
+}
+
+/** A logged-in session for catalog credentials (the API's policy resolver uses it too). */
+export async function sessionFor(creds: VcenterCredentials): Promise<VcenterSession> {
+  const client = await connectEndpoint(creds);
   const url = new URL(creds.url);
   const password = creds.password;
   return {

@@ -35,6 +35,11 @@ const vmSchema = z.object({
   biosUuid: z.string().uuid().optional(),
   instanceUuid: z.string().uuid().optional(),
   disks: z.array(diskSchema).default([]),
+  /** The VM folder, as a path below the datacenter's `vm` folder (`prod` or `prod/web`); default: `vm` itself. */
+  folder: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/, 'folder names separated by "/"')
+    .optional(),
 });
 
 export const labDefinitionSchema = z.object({

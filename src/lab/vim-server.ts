@@ -22,7 +22,14 @@ import {
 } from '../vsphere/wire/values.js';
 import { writeElement, xmlEscape } from '../vsphere/wire/xml-writer.js';
 import { LabFault, type FaultRule } from './fault.js';
-import type { LabWorld, TaskState } from './world.js';
+import {
+  DATASTORE_FOLDER,
+  HOST_FOLDER,
+  ROOT_FOLDER,
+  VM_FOLDER,
+  type LabWorld,
+  type TaskState,
+} from './world.js';
 
 /**
  * The lab vSphere's HTTPS endpoint: vim25 SOAP on /sdk in vCenter's dialect (fields in XSD
@@ -470,9 +477,23 @@ export class LabVimServer {
         const p = String(a.inventoryPath).split('/').filter(Boolean);
         if (p[0] !== w.datacenter.name) return undefined;
         if (p.length === 1) return moref('Datacenter', w.datacenter.moref);
-        if (p[1] === 'vm' && p.length === 3) {
-          const vm = w.vms.find((v) => v.name === p[2]);
-          return vm ? moref('VirtualMachine', vm.moref) : undefined;
+        if (p[1] === 'vm') {
+          // Walk the VM folders: `<dc>/vm/<folder>/.../<vm or folder>`.
+          let cur = VM_FOLDER;
+          for (const [i, name] of p.slice(2).entries()) {
+            const last = i === p.length - 3;
+            const f = w.folders.find(
+              (x) => x.parent?.type === 'Folder' && x.parent.value === cur && x.name === name,
+            );
+            if (f) {
+              cur = f.moref;
+              if (last) return moref('Folder', f.moref);
+              continue;
+            }
+            const vm = last ? w.vms.find((v) => v.folder === cur && v.name === name) : undefined;
+            return vm ? moref('VirtualMachine', vm.moref) : undefined;
+          }
+          return moref('Folder', VM_FOLDER);
         }
         if (p[1] === 'datastore' && p.length === 3) {
           const ds = w.datastores.find((d) => d.name === p[2]);
@@ -589,35 +610,97 @@ export class LabVimServer {
     return out;
   }
 
+  /**
+   * RetrievePropertiesEx with vim25 traversal: each ObjectSpec starts at `obj` (reported unless
+   * `skip`), and each TraversalSpec of its selectSet whose `type` matches the object follows the
+   * object's `path` property to further objects (reported unless the spec's `skip`), recursing into
+   * the spec's own selectSet; a SelectionSpec names a TraversalSpec of the same filter spec. Each
+   * object is reported once. A start object that does not exist is ManagedObjectNotFound.
+   */
   private retrieve(a: VimObject): VimValue | undefined {
     const objects: VimObject[] = [];
+    const seen = new Set<string>();
     for (const spec of (a.specSet as VimObject[] | undefined) ?? []) {
       const propSpecs = (spec.propSet as VimObject[] | undefined) ?? [];
-      for (const os of (spec.objectSet as VimObject[] | undefined) ?? []) {
-        const obj = os.obj as MoRef;
-        const targets: MoRef[] = [];
-        if (os.skip !== true) targets.push(obj);
-        for (const sel of (os.selectSet as VimObject[] | undefined) ?? []) {
-          if (
-            sel._type === 'TraversalSpec' &&
-            sel.type === 'ContainerView' &&
-            sel.path === 'view' &&
-            obj.type === 'ContainerView'
-          ) {
-            targets.push(...this.viewContents(obj.value));
+      const named = new Map<string, VimObject>();
+      const collect = (sels: VimObject[] | undefined): void => {
+        for (const sel of sels ?? []) {
+          if (sel._type === 'TraversalSpec' && typeof sel.name === 'string' && !named.has(sel.name)) {
+            named.set(sel.name, sel);
+            collect(sel.selectSet as VimObject[] | undefined);
           }
         }
-        for (const t of targets) {
-          const ps = propSpecs.filter((p) => p.type === t.type);
-          if (ps.length === 0) continue;
-          const paths = ps.flatMap((p) => ((p.pathSet as VimValue[] | undefined) ?? []).map(String));
-          objects.push(this.objectContent(t, paths));
+      };
+      for (const os of (spec.objectSet as VimObject[] | undefined) ?? [])
+        collect(os.selectSet as VimObject[] | undefined);
+      const targets: MoRef[] = [];
+      const visit = (obj: MoRef, report: boolean, sels: VimObject[] | undefined, depth: number): void => {
+        if (report) targets.push(obj);
+        if (depth > 64) return;
+        for (const raw of sels ?? []) {
+          const sel =
+            raw._type === 'TraversalSpec' ? raw : named.get(typeof raw.name === 'string' ? raw.name : '');
+          if (!sel || sel.type !== obj.type) continue;
+          for (const child of this.traverse(obj, String(sel.path))) {
+            visit(child, sel.skip !== true, sel.selectSet as VimObject[] | undefined, depth + 1);
+          }
         }
+      };
+      for (const os of (spec.objectSet as VimObject[] | undefined) ?? []) {
+        const obj = os.obj as MoRef;
+        this.checkExists(obj);
+        visit(obj, os.skip !== true, os.selectSet as VimObject[] | undefined, 0);
+      }
+      for (const t of targets) {
+        const key = `${t.type}:${t.value}`;
+        if (seen.has(key)) continue;
+        const ps = propSpecs.filter((p) => p.type === t.type);
+        if (ps.length === 0) continue;
+        seen.add(key);
+        const paths = ps.flatMap((p) => ((p.pathSet as VimValue[] | undefined) ?? []).map(String));
+        objects.push(this.objectContent(t, paths));
       }
     }
     if (objects.length === 0) return undefined;
     const max = (a.options as VimObject | undefined)?.maxObjects;
     return this.page(objects, typeof max === 'number' && max > 0 ? max : 100);
+  }
+
+  /** Throws ManagedObjectNotFound for a start object the inventory does not have. */
+  private checkExists(obj: MoRef): void {
+    const w = this.world;
+    switch (obj.type) {
+      case 'Folder':
+        w.folder(obj.value);
+        return;
+      case 'VirtualMachine':
+        w.vm(obj.value);
+        return;
+      case 'ContainerView':
+        if (!this.views.has(obj.value)) throw w.notFound('ContainerView', obj.value);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The objects a traversal path leads to from `obj` (MoRef-valued properties only). */
+  private traverse(obj: MoRef, path: string): MoRef[] {
+    const w = this.world;
+    if (obj.type === 'ContainerView' && path === 'view') return this.viewContents(obj.value);
+    if (obj.type === 'Folder' && path === 'childEntity') return w.folderChildren(obj.value);
+    if (obj.type === 'Datacenter') {
+      const f = { vmFolder: VM_FOLDER, hostFolder: HOST_FOLDER, datastoreFolder: DATASTORE_FOLDER }[path];
+      if (f !== undefined) return [moref('Folder', f)];
+    }
+    let v: VimValue | undefined;
+    try {
+      v = this.property(obj, path);
+    } catch {
+      return [];
+    }
+    const list = Array.isArray(v) ? v : v === undefined ? [] : [v];
+    return list.filter(isMoRef);
   }
 
   private page(objects: VimObject[], max: number): VimObject {
@@ -725,7 +808,18 @@ export class LabVimServer {
       }
       case 'Datacenter':
         if (path === 'name') return w.datacenter.name;
+        if (path === 'vmFolder') return moref('Folder', VM_FOLDER);
+        if (path === 'hostFolder') return moref('Folder', HOST_FOLDER);
+        if (path === 'datastoreFolder') return moref('Folder', DATASTORE_FOLDER);
+        if (path === 'parent') return moref('Folder', ROOT_FOLDER);
         break;
+      case 'Folder': {
+        const f = w.folder(obj.value);
+        if (path === 'name') return f.name;
+        if (path === 'parent') return f.parent;
+        if (path === 'childEntity') return arrayOf(MOREF_TYPE, w.folderChildren(f.moref));
+        break;
+      }
       default:
         throw w.notFound(obj.type, obj.value);
     }

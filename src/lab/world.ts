@@ -79,6 +79,8 @@ interface SnapState {
 interface VmState {
   moref: string;
   name: string;
+  /** The Folder the VM is in (a VM folder of the datacenter). */
+  folder: string;
   host: string;
   datastore: string;
   biosUuid: string;
@@ -111,11 +113,25 @@ interface DatastoreState {
   capacity: number;
 }
 
+/** A folder of the inventory; `parent` is a Folder or (for the datacenter's own folders) the Datacenter. */
+export interface FolderState {
+  moref: string;
+  name: string;
+  parent: MoRef | undefined;
+}
+
+/** The fixed folders of vCenter's inventory (the same morefs as a fresh vCenter and vcsim). */
+export const ROOT_FOLDER = 'group-d1';
+export const VM_FOLDER = 'group-v3';
+export const HOST_FOLDER = 'group-h4';
+export const DATASTORE_FOLDER = 'group-s5';
+
 interface WorldState {
   version: 1;
   next: number;
   instanceUuid: string;
   datacenter: { moref: string; name: string };
+  folders: FolderState[];
   hosts: HostState[];
   datastores: DatastoreState[];
   vms: VmState[];
@@ -181,6 +197,11 @@ export class LabWorld {
     mkdirSync(join(this.root, 'state'), { recursive: true, mode: 0o700 });
     if (existsSync(this.statePath)) {
       this.state = JSON.parse(readFileSync(this.statePath, 'utf8')) as WorldState;
+      // Inventories saved before folders existed: every VM is in the datacenter's vm folder.
+      if (this.state.folders === undefined) {
+        this.state.folders = this.baseFolders();
+        for (const vm of this.state.vms) vm.folder ??= VM_FOLDER;
+      }
       return;
     }
     await this.build();
@@ -222,6 +243,7 @@ export class LabWorld {
       next: 10,
       instanceUuid: randomUUID(),
       datacenter: { moref: 'datacenter-2', name: def.datacenter },
+      folders: this.baseFolders(),
       hosts: [],
       datastores: [],
       vms: [],
@@ -248,6 +270,32 @@ export class LabWorld {
     for (const vm of def.proxies) await this.addVm(vm, true);
   }
 
+  private baseFolders(): FolderState[] {
+    const dc = moref('Datacenter', 'datacenter-2');
+    return [
+      { moref: ROOT_FOLDER, name: 'Datacenters', parent: undefined },
+      { moref: VM_FOLDER, name: 'vm', parent: dc },
+      { moref: HOST_FOLDER, name: 'host', parent: dc },
+      { moref: DATASTORE_FOLDER, name: 'datastore', parent: dc },
+    ];
+  }
+
+  /** The VM folder at `path` below the datacenter's vm folder, created (with its parents) if missing. */
+  private vmFolder(path: string | undefined): string {
+    let cur = VM_FOLDER;
+    for (const name of (path ?? '').split('/').filter(Boolean)) {
+      const found = this.state.folders.find((f) => f.parent?.value === cur && f.name === name);
+      if (found) {
+        cur = found.moref;
+        continue;
+      }
+      const f: FolderState = { moref: `group-v${this.state.next++}`, name, parent: moref('Folder', cur) };
+      this.state.folders.push(f);
+      cur = f.moref;
+    }
+    return cur;
+  }
+
   private async addVm(v: LabVmDefinition, proxy: boolean): Promise<void> {
     const host = v.host ? this.state.hosts.find((h) => h.name === v.host)! : this.state.hosts[0]!;
     const dsName =
@@ -258,6 +306,7 @@ export class LabWorld {
     const vm: VmState = {
       moref: this.id('vm'),
       name: v.name,
+      folder: this.vmFolder(v.folder),
       host: host.moref,
       datastore: ds.moref,
       biosUuid: (v.biosUuid ?? randomUUID()).toLowerCase(),
@@ -370,6 +419,40 @@ export class LabWorld {
   get datastores(): readonly DatastoreState[] {
     return this.state.datastores;
   }
+  get folders(): readonly FolderState[] {
+    return this.state.folders;
+  }
+
+  folder(ref: string): FolderState {
+    const f = this.state.folders.find((x) => x.moref === ref);
+    if (!f) throw this.notFound('Folder', ref);
+    return f;
+  }
+
+  /** A folder's children (Folder.childEntity), in vCenter's order: folders, then the other entities. */
+  folderChildren(ref: string): MoRef[] {
+    const f = this.folder(ref);
+    const sub = this.state.folders
+      .filter((x) => x.parent?.type === 'Folder' && x.parent.value === f.moref)
+      .map((x) => moref('Folder', x.moref));
+    switch (f.moref) {
+      case ROOT_FOLDER:
+        return [...sub, moref('Datacenter', this.state.datacenter.moref)];
+      case HOST_FOLDER:
+        return [
+          ...sub,
+          ...this.state.hosts.map((h) => moref('ComputeResource', `domain-s${h.moref.slice(5)}`)),
+        ];
+      case DATASTORE_FOLDER:
+        return [...sub, ...this.state.datastores.map((d) => moref('Datastore', d.moref))];
+      default:
+        return [
+          ...sub,
+          ...this.state.vms.filter((v) => v.folder === f.moref).map((v) => moref('VirtualMachine', v.moref)),
+        ];
+    }
+  }
+
   get datacenter(): { moref: string; name: string } {
     return this.state.datacenter;
   }
@@ -1224,7 +1307,7 @@ export class LabWorld {
       case 'datastore':
         return arrayOf('ManagedObjectReference', [moref('Datastore', vm.datastore)]);
       case 'parent':
-        return moref('Folder', 'group-v3');
+        return moref('Folder', vm.folder);
       default:
         throw new LabFault('InvalidProperty', `the lab has no VirtualMachine property ${path}`, {
           name: path,

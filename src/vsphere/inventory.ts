@@ -2,8 +2,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
-import { MethodNotFoundError, VimLookupError, VimProtocolError } from './errors.js';
-import { listByType, retrieveOne, type RetrieveOptions } from './property.js';
+import {
+  ManagedObjectNotFoundError,
+  MethodNotFoundError,
+  VimLookupError,
+  VimProtocolError,
+} from './errors.js';
+import { listByType, retrieve, retrieveOne, type RetrieveOptions } from './property.js';
 import {
   isMoRef,
   isVimObject,
@@ -258,4 +263,63 @@ export async function datastoresVisibleTo(client: VimClient, proxyVm: MoRef): Pr
 export async function listVms(client: VimClient, opts: RetrieveOptions = {}): Promise<VmInfo[]> {
   const objs = await listByType(client, 'VirtualMachine', VM_PATHS, opts);
   return objs.map((o) => toVmInfo(o.obj, o.props));
+}
+
+export interface FolderVm {
+  readonly ref: MoRef;
+  readonly name: string;
+  readonly template: boolean;
+}
+
+/**
+ * Every VM below a folder, recursively: one RetrievePropertiesEx whose TraversalSpec follows
+ * `Folder.childEntity` into sub-folders (a named SelectionSpec recurses). A folder that does not
+ * exist is a VimLookupError naming it.
+ */
+export async function listVmsInFolder(client: VimClient, folderId: string): Promise<FolderVm[]> {
+  const folder = moref('Folder', folderId);
+  let objs;
+  try {
+    objs = await retrieve(client, [
+      {
+        _type: 'PropertyFilterSpec',
+        propSet: [
+          { _type: 'PropertySpec', type: 'Folder', pathSet: ['name'] },
+          { _type: 'PropertySpec', type: 'VirtualMachine', pathSet: ['name', 'config.template'] },
+        ],
+        objectSet: [
+          {
+            _type: 'ObjectSpec',
+            obj: folder,
+            skip: false,
+            selectSet: [
+              {
+                _type: 'TraversalSpec',
+                name: 'folderChildren',
+                type: 'Folder',
+                path: 'childEntity',
+                skip: false,
+                selectSet: [{ _type: 'SelectionSpec', name: 'folderChildren' }],
+              },
+            ],
+          },
+        ],
+      },
+    ]);
+  } catch (err) {
+    if (err instanceof ManagedObjectNotFoundError) {
+      throw new VimLookupError(`no folder ${folderId} on ${client.transport.url}`);
+    }
+    throw err;
+  }
+  if (!objs.some((o) => o.obj.type === 'Folder' && o.obj.value === folderId)) {
+    throw new VimLookupError(`no folder ${folderId} on ${client.transport.url}`);
+  }
+  return objs
+    .filter((o) => o.obj.type === 'VirtualMachine')
+    .map((o) => ({
+      ref: o.obj,
+      name: s(o.props.get('name')) ?? o.obj.value,
+      template: o.props.get('config.template') === true,
+    }));
 }

@@ -19,7 +19,7 @@ function policyBody(name: string, extra: Obj = {}) {
   return {
     name,
     vcenterId,
-    vmSelection: { morefs: ['vm-11', 'vm-12'] },
+    vmSelection: { morefs: ['vm-811', 'vm-812'] },
     consistency: 'application',
     retention: { keepLast: 7 },
     schedule: '0 2 * * *',
@@ -74,25 +74,66 @@ describe('API: health, auth and body handling', () => {
 });
 
 describe('API: vCenters', () => {
-  test('add with a connection test; the password is accepted, never returned', async () => {
-    const url = `https://127.0.0.1:${h.api.port}/sdk`;
-    const r = await h.call('POST', '/api/v1/vcenters', {
-      body: { name: 'vc-lab', url, username: 'backup@vsphere.local', password: PASSWORD },
-    });
+  test('add with a connection test (login through the vSphere client); the password is accepted, never returned', async () => {
+    const r = await h.call('POST', '/api/v1/vcenters', { body: h.vcenterBody('vc-lab') });
     assert.equal(r.status, 201, r.text);
     s.vcenterResponse.parse(r.json);
-    assert.ok(!r.text.includes(PASSWORD));
+    assert.ok(!r.text.includes(h.lab.password));
     vcenterId = String(obj(r.json).id);
     const list = await h.call('GET', '/api/v1/vcenters');
     assert.equal(list.status, 200);
     s.vcenterList.parse(list.json);
-    assert.ok(!list.text.includes(PASSWORD) && !list.text.includes('password'));
+    assert.ok(!list.text.includes(h.lab.password) && !list.text.includes('password'));
     const one = await h.call('GET', `/api/v1/vcenters/${vcenterId}`);
     assert.equal(one.status, 200);
     assert.equal(obj(one.json).name, 'vc-lab');
     const t = await h.call('POST', `/api/v1/vcenters/${vcenterId}/test`, { token: h.tokens.operate });
     assert.equal(t.status, 200, t.text);
-    s.connectionTestResponse.parse(t.json);
+    const ok = s.connectionTestResponse.parse(t.json);
+    assert.match(
+      ok.message,
+      /logged in to VMware vCenter Server .* \(API 8\.0\.3\.0\) at https:\/\/127\.0\.0\.1:\d+\/sdk as administrator@vsphere\.local; server time \d{4}-/,
+    );
+  });
+
+  test('a wrong password is 422 naming InvalidLogin; the password is neither returned nor stored', async () => {
+    const r = await h.call('POST', '/api/v1/vcenters', {
+      body: { ...h.vcenterBody('vc-badpw'), password: PASSWORD },
+    });
+    assert.equal(r.status, 422, r.text);
+    assert.equal(obj(obj(r.json).error).code, 'VCENTER_CONNECTION_FAILED');
+    assert.match(
+      errMsg(r.json),
+      /connection test failed: vCenter at https:\/\/127\.0\.0\.1:\d+\/sdk refused the login of administrator@vsphere\.local with InvalidLogin: the user name or password is wrong/,
+    );
+    assert.ok(!r.text.includes(PASSWORD));
+    const names = s.vcenterList
+      .parse((await h.call('GET', '/api/v1/vcenters')).json)
+      .items.map((v) => v.name);
+    assert.ok(!names.includes('vc-badpw'));
+  });
+
+  test('a wrong certificate pin is refused naming the expected and the presented fingerprints', async () => {
+    const wrong = Array.from({ length: 32 }, () => 'AB').join(':');
+    const r = await h.call('POST', '/api/v1/vcenters', {
+      body: { ...h.vcenterBody('vc-badpin'), thumbprint: wrong },
+    });
+    assert.equal(r.status, 422, r.text);
+    const msg = errMsg(r.json);
+    assert.match(msg, /certificate check failed/);
+    assert.ok(msg.includes(wrong), msg);
+    assert.ok(msg.includes(h.lab.fingerprint256), msg);
+    // A SHA-1 thumbprint (what vSphere shows) is checked against the certificate too.
+    const sha1 = await h.call('POST', '/api/v1/vcenters', {
+      body: { ...h.vcenterBody('vc-sha1'), thumbprint: h.lab.thumbprintSha1 },
+    });
+    assert.equal(sha1.status, 201, sha1.text);
+    const noPin = await h.call('POST', '/api/v1/vcenters', {
+      body: { ...h.vcenterBody('vc-nopin'), thumbprint: undefined },
+    });
+    assert.equal(noPin.status, 422);
+    assert.match(errMsg(noPin.json), /no certificate pin is stored/);
+    assert.ok(errMsg(noPin.json).includes(h.lab.fingerprint256));
   });
 
   test('bad vCenter bodies name the field and the rule', async () => {
@@ -116,18 +157,16 @@ describe('API: vCenters', () => {
     assert.match(errMsg(extra.json), /body: Unrecognized key.*"passwd"/);
   });
 
-  test('an unreachable vCenter is refused with 422; a duplicate name is 409; unknown ids 404; bad ids 400', async () => {
+  test('an unreachable vCenter is refused with 422 naming its URL; a duplicate name is 409; unknown ids 404; bad ids 400', async () => {
     const down = await h.call('POST', '/api/v1/vcenters', {
-      body: { name: 'vc-down', url: 'https://127.0.0.1:1/sdk', username: 'u', password: 'p' },
+      body: { ...h.vcenterBody('vc-down'), url: 'https://127.0.0.1:1/sdk' },
     });
     assert.equal(down.status, 422);
     assert.match(
       errMsg(down.json),
-      /connection test failed: cannot reach vCenter at 127\.0\.0\.1:1: ECONNREFUSED/,
+      /connection test failed: cannot reach vCenter at https:\/\/127\.0\.0\.1:1\/sdk: ECONNREFUSED/,
     );
-    const dup = await h.call('POST', '/api/v1/vcenters', {
-      body: { name: 'vc-lab', url: `https://127.0.0.1:${h.api.port}/sdk`, username: 'u', password: 'p' },
-    });
+    const dup = await h.call('POST', '/api/v1/vcenters', { body: h.vcenterBody('vc-lab') });
     assert.equal(dup.status, 409);
     assert.match(errMsg(dup.json), /already exists/);
     const unknown = await h.call('GET', `/api/v1/vcenters/${randomUUID()}`);
@@ -233,8 +272,8 @@ describe('API: policies and run now', () => {
     assert.deepEqual(
       jobs.map((j) => [j.vmMoref, j.queued]),
       [
-        ['vm-11', true],
-        ['vm-12', true],
+        ['vm-811', true],
+        ['vm-812', true],
       ],
     );
     const qjob = await h.api.queues.backup.getJob(jobs[0]!.jobId);
@@ -243,13 +282,13 @@ describe('API: policies and run now', () => {
       jobId: jobs[0]!.jobId,
       policyId,
       vcenterId,
-      vmMoref: 'vm-11',
+      vmMoref: 'vm-811',
       trigger: 'api',
     });
     assert.equal(await qjob.getState(), 'waiting');
 
     const again = await h.call('POST', `/api/v1/policies/${policyId}/run`, {
-      body: { vmMorefs: ['vm-11', 'vm-13'] },
+      body: { vmMorefs: ['vm-811', 'vm-813'] },
     });
     const second = s.policyRunResponse.parse(again.json).jobs;
     assert.equal(second[0]!.queued, false);
@@ -264,17 +303,60 @@ describe('API: policies and run now', () => {
     assert.equal((await h.call('POST', `/api/v1/policies/${randomUUID()}/run`, { body: {} })).status, 404);
   });
 
-  test('a policy selecting by folder cannot run without the vSphere inventory (422 says so)', async () => {
+  test('run now on a policy selecting by folder queues exactly the VMs below it (recursively, no templates); patterns too', async () => {
+    const folder = (name: string) => h.lab.world.folders.find((f) => f.name === name)!.moref;
+    const vm = (name: string) => h.lab.world.vms.find((v) => v.name === name)!.moref;
     const r = await h.call('POST', '/api/v1/policies', {
-      body: policyBody('by-folder', { vmSelection: { folders: ['group-v3'] } }),
+      body: policyBody('by-folder', { vmSelection: { folders: [folder('prod')] }, schedule: null }),
+    });
+    assert.equal(r.status, 201, r.text);
+    const run = await h.call('POST', `/api/v1/policies/${String(obj(r.json).id)}/run`, { body: {} });
+    assert.equal(run.status, 202, run.text);
+    const jobs = s.policyRunResponse.parse(run.json).jobs;
+    assert.deepEqual(jobs.map((j) => j.vmMoref).sort(), [vm('web01'), vm('web02')].sort());
+    assert.ok(jobs.every((j) => j.queued));
+    for (const j of jobs) {
+      const q = await h.api.queues.backup.getJob(j.jobId);
+      assert.equal((q?.data as { vmMoref: string }).vmMoref, j.vmMoref);
+      assert.equal((await h.call('POST', `/api/v1/jobs/${j.jobId}/cancel`)).status, 202);
+    }
+    const sub = await h.call('POST', '/api/v1/policies', {
+      body: policyBody('by-subfolder', {
+        vmSelection: { folders: [folder('web')], namePatterns: ['DB*'] },
+        schedule: null,
+      }),
+    });
+    const subRun = await h.call('POST', `/api/v1/policies/${String(obj(sub.json).id)}/run`, { body: {} });
+    assert.equal(subRun.status, 202, subRun.text);
+    assert.deepEqual(
+      s.policyRunResponse
+        .parse(subRun.json)
+        .jobs.map((j) => j.vmMoref)
+        .sort(),
+      [vm('db01'), vm('web02')].sort(),
+    );
+    // Leave the queue as the later tests expect it: cancel what this test queued.
+    for (const j of s.policyRunResponse.parse(subRun.json).jobs) {
+      assert.equal((await h.call('POST', `/api/v1/jobs/${j.jobId}/cancel`)).status, 202);
+    }
+    for (const id of [String(obj(r.json).id), String(obj(sub.json).id)]) {
+      assert.equal((await h.call('DELETE', `/api/v1/policies/${id}`)).status, 204);
+    }
+    assert.equal((await h.call('DELETE', `/api/v1/policies/${String(obj(r.json).id)}`)).status, 404);
+  });
+
+  test('run now on a policy with an unknown folder is 422 naming the folder', async () => {
+    const r = await h.call('POST', '/api/v1/policies', {
+      body: policyBody('bad-folder', { vmSelection: { folders: ['group-v999'] }, schedule: null }),
     });
     assert.equal(r.status, 201, r.text);
     const run = await h.call('POST', `/api/v1/policies/${String(obj(r.json).id)}/run`, { body: {} });
     assert.equal(run.status, 422);
-    assert.match(errMsg(run.json), /folder or name pattern/);
-    const del = await h.call('DELETE', `/api/v1/policies/${String(obj(r.json).id)}`);
-    assert.equal(del.status, 204);
-    assert.equal((await h.call('DELETE', `/api/v1/policies/${String(obj(r.json).id)}`)).status, 404);
+    assert.match(
+      errMsg(run.json),
+      /policy bad-folder selects folder group-v999, which does not exist in its vCenter/,
+    );
+    assert.equal((await h.call('DELETE', `/api/v1/policies/${String(obj(r.json).id)}`)).status, 204);
   });
 
   test('a vCenter used by a policy cannot be removed (409)', async () => {
@@ -286,7 +368,7 @@ describe('API: policies and run now', () => {
 
 describe('API: jobs', () => {
   test('list with filters, get with events and queue state, cancel a queued job', async () => {
-    const list = await h.call('GET', `/api/v1/jobs?type=backup&state=queued&vm=vm-11`, {
+    const list = await h.call('GET', `/api/v1/jobs?type=backup&state=queued&vm=vm-811`, {
       token: h.tokens.read,
     });
     assert.equal(list.status, 200, list.text);
@@ -344,7 +426,7 @@ describe('API: restore points, restores, repository', () => {
     const base = {
       jobId: null,
       vcenterId,
-      vmMoref: 'vm-11',
+      vmMoref: 'vm-811',
       vmName: 'web-1',
       repository: h.repository,
       consistency: 'filesystem' as const,
@@ -374,14 +456,16 @@ describe('API: restore points, restores, repository', () => {
       disks: [disk],
     });
     pointId = p1.id;
-    const all = s.restorePointList.parse((await h.call('GET', '/api/v1/restore-points?vm=vm-11')).json).items;
+    const all = s.restorePointList.parse(
+      (await h.call('GET', '/api/v1/restore-points?vm=vm-811')).json,
+    ).items;
     assert.deepEqual(
       all.map((p) => p.manifestName),
       ['b', 'a'],
     );
     const early = await h.call(
       'GET',
-      `/api/v1/restore-points?vm=vm-11&to=${encodeURIComponent('2026-03-01T12:00:00Z')}`,
+      `/api/v1/restore-points?vm=vm-811&to=${encodeURIComponent('2026-03-01T12:00:00Z')}`,
     );
     assert.deepEqual(
       s.restorePointList.parse(early.json).items.map((p) => p.manifestName),
@@ -480,8 +564,8 @@ describe('API: restore points, restores, repository', () => {
     assert.match(r.headers.get('content-type') ?? '', /text\/plain/);
     assert.match(r.text, /vbproxy_queue_jobs\{queue="backup",state="waiting"\} 2/);
     // the last-success gauge is read from the catalog at scrape time (restore points added above)
-    const m = /vbproxy_last_successful_backup_timestamp_seconds\{vm="vm-11"\} (\d+(\.\d+)?)/.exec(r.text);
-    assert.ok(m, 'last success of vm-11 is exported');
+    const m = /vbproxy_last_successful_backup_timestamp_seconds\{vm="vm-811"\} (\d+(\.\d+)?)/.exec(r.text);
+    assert.ok(m, 'last success of vm-811 is exported');
     assert.ok(Math.abs(Number(m[1]) - Date.now() / 1000) < 600);
   });
 });

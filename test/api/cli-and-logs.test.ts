@@ -4,13 +4,16 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { startLab, type RunningLab } from '../../src/lab/lab.js';
 import { LabManager } from '../../src/lab/manager.js';
 import { createTestDatabase, type TestDatabase } from '../catalog/test-db.js';
-import { writeTestConfig } from './harness.js';
+import { API_LAB, writeTestConfig } from './harness.js';
 
 const cli = new URL('../../src/cli/main.js', import.meta.url).pathname;
-const VC_PASSWORD = 'Planted-VC-pw-7f3a9c';
+const WRONG_PASSWORD = 'Planted-VC-pw-7f3a9c';
 let dir: string;
+/** The lab vSphere: the vCenter these commands add (its password is a planted secret too). */
+let vsphere: RunningLab;
 let db: TestDatabase;
 let lab: LabManager;
 let enrollmentToken: string;
@@ -36,6 +39,7 @@ function run(
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'vbproxy-cli-'));
+  vsphere = await startLab({ dir: join(dir, 'vsphere'), definition: API_LAB });
   db = await createTestDatabase({ migrate: false });
   lab = new LabManager({ heartbeatIntervalSeconds: 1 });
   const managerUrl = await lab.start();
@@ -52,6 +56,7 @@ before(async () => {
 after(async () => {
   if (api !== undefined && api.exitCode === null) api.kill('SIGKILL');
   await lab.stop();
+  await vsphere.stop();
   const c = JSON.parse(readFileSync(configPath, 'utf8')) as { redis: { prefix: string } };
   spawnSync('sh', [
     '-c',
@@ -81,7 +86,6 @@ test('vbproxy api serves, registers with the manager, stops on SIGTERM, and its 
     });
     api!.once('exit', (code) => reject(new Error(`vbproxy api exited with ${code}: ${apiStderr}`)));
   });
-  const port = new URL(url).port;
   const post = (path: string, body: unknown, token = apiToken) =>
     fetch(`${url}${path}`, {
       method: 'POST',
@@ -90,13 +94,23 @@ test('vbproxy api serves, registers with the manager, stops on SIGTERM, and its 
     });
   const vc = await post('/api/v1/vcenters', {
     name: 'vc-a',
-    url: `https://127.0.0.1:${port}/sdk`,
-    username: 'backup@vsphere.local',
-    password: VC_PASSWORD,
+    url: vsphere.url,
+    username: vsphere.username,
+    password: vsphere.password,
+    thumbprint: vsphere.fingerprint256,
   });
   assert.equal(vc.status, 201, await vc.clone().text());
-  assert.ok(!(await vc.text()).includes(VC_PASSWORD));
-  assert.equal((await post('/api/v1/vcenters', { password: VC_PASSWORD }, 'vbp_wrong')).status, 401);
+  assert.ok(!(await vc.text()).includes(vsphere.password));
+  const badPw = await post('/api/v1/vcenters', {
+    name: 'vc-x',
+    url: vsphere.url,
+    username: vsphere.username,
+    password: WRONG_PASSWORD,
+    thumbprint: vsphere.fingerprint256,
+  });
+  assert.equal(badPw.status, 422);
+  assert.match(await badPw.text(), /InvalidLogin/);
+  assert.equal((await post('/api/v1/vcenters', { password: WRONG_PASSWORD }, 'vbp_wrong')).status, 401);
 
   const end = Date.now() + 10_000;
   while (!lab.proxies().some((p) => p.heartbeats.length > 0)) {
@@ -118,7 +132,8 @@ test('vbproxy api serves, registers with the manager, stops on SIGTERM, and its 
   assert.match(apiStderr, /"msg":"request"/, 'the API logged its requests');
   assert.match(apiStderr, /"msg":"vCenter added"/);
   const secrets = {
-    'vCenter password': VC_PASSWORD,
+    'vCenter password': vsphere.password,
+    'wrong vCenter password': WRONG_PASSWORD,
     'API token': apiToken,
     'enrollment token': enrollmentToken,
     'manager secret': (JSON.parse(readFileSync(join(dir, 'credentials.json'), 'utf8')) as { secret: string })
@@ -132,7 +147,7 @@ test('vbproxy api serves, registers with the manager, stops on SIGTERM, and its 
 });
 
 test('operator commands: vcenter, policy, backup now, jobs, restore, status, register', async () => {
-  writeFileSync(join(dir, 'vc.pass'), `${VC_PASSWORD}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'vc.pass'), `${vsphere.password}\n`, { mode: 0o600 });
   const down = await run([
     'vcenter',
     'add',
@@ -146,26 +161,36 @@ test('operator commands: vcenter, policy, backup now, jobs, restore, status, reg
     join(dir, 'vc.pass'),
   ]);
   assert.equal(down.status, 1);
-  assert.match(down.stderr, /connection test failed: cannot reach vCenter at 127\.0\.0\.1:1/);
+  assert.match(
+    down.stderr,
+    /connection test failed: cannot reach vCenter at https:\/\/127\.0\.0\.1:1\/sdk: ECONNREFUSED/,
+  );
   const noPw = await run(['vcenter', 'add', '--name', 'x', '--url', 'https://h/sdk', '--username', 'u']);
   assert.equal(noPw.status, 2);
   assert.match(noPw.stderr, /exactly one of --password-file FILE or --password-stdin/);
 
-  const labPort = new URL(lab.url).port;
-  const added = await run(
-    [
-      'vcenter',
-      'add',
-      '--name',
-      'vc-b',
-      '--url',
-      `https://127.0.0.1:${labPort}/sdk`,
-      '--username',
-      'u',
-      '--password-stdin',
-    ],
-    VC_PASSWORD,
-  );
+  const addB = (password: string) =>
+    run(
+      [
+        'vcenter',
+        'add',
+        '--name',
+        'vc-b',
+        '--url',
+        vsphere.url,
+        '--username',
+        vsphere.username,
+        '--thumbprint',
+        vsphere.thumbprintSha1,
+        '--password-stdin',
+      ],
+      password,
+    );
+  const refused = await addB(WRONG_PASSWORD);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /refused the login of administrator@vsphere\.local with InvalidLogin/);
+  assert.ok(!refused.stderr.includes(WRONG_PASSWORD));
+  const added = await addB(vsphere.password);
   assert.equal(added.status, 0, added.stderr);
   const list = await run(['vcenter', 'list', '--json']);
   assert.equal(list.status, 0, list.stderr);
@@ -173,11 +198,10 @@ test('operator commands: vcenter, policy, backup now, jobs, restore, status, reg
     (JSON.parse(list.stdout) as { name: string }[]).map((v) => v.name),
     ['vc-a', 'vc-b'],
   );
-  assert.ok(!list.stdout.includes(VC_PASSWORD));
-  assert.equal((await run(['vcenter', 'test', 'vc-b'])).status, 0);
-  const gone = await run(['vcenter', 'test', 'vc-a']); // its address was the API, stopped by now
-  assert.equal(gone.status, 1);
-  assert.match(gone.stderr, /cannot reach vCenter at 127\.0\.0\.1:\d+: ECONNREFUSED/);
+  assert.ok(!list.stdout.includes(vsphere.password));
+  const tested = await run(['vcenter', 'test', 'vc-b']);
+  assert.equal(tested.status, 0, tested.stderr);
+  assert.match(tested.stdout, /vc-b: logged in to VMware vCenter Server/);
   assert.equal((await run(['vcenter', 'remove', 'vc-b'])).status, 0);
 
   writeFileSync(

@@ -7,12 +7,40 @@ import { startApi, type RunningApi } from '../../src/api/server.js';
 import { SecretBox } from '../../src/catalog/secret-box.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { startLab, type RunningLab } from '../../src/lab/lab.js';
+import type { LabDefinitionInput } from '../../src/lab/definition.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { createTestDatabase, type TestDatabase } from '../catalog/test-db.js';
 
+/**
+ * The lab vSphere the API tests add as their vCenter: no disks (nothing to back up here), VMs in
+ * nested folders: prod (web01, tmpl01 a template), prod/web (web02), and db01 in the vm folder.
+ */
+export const API_LAB: LabDefinitionInput = {
+  hosts: [{ name: 'esx1' }],
+  datastores: [{ name: 'ds1' }],
+  vms: [
+    { name: 'web01', folder: 'prod' },
+    { name: 'web02', folder: 'prod/web' },
+    { name: 'tmpl01', folder: 'prod', template: true },
+    { name: 'db01' },
+  ],
+  proxies: [{ name: 'vbproxy01' }],
+};
+
 export interface Harness {
   api: RunningApi;
+  /** The lab vSphere (the vCenter of these tests). */
+  lab: RunningLab;
+  /** A valid POST /vcenters body for the lab under `name`. */
+  vcenterBody(name: string): {
+    name: string;
+    url: string;
+    username: string;
+    password: string;
+    thumbprint: string;
+  };
   db: TestDatabase;
   dir: string;
   repository: string;
@@ -55,6 +83,7 @@ export function writeTestConfig(dir: string, dbUrl: string, extra: Partial<Confi
 
 export async function startHarness(): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-api-'));
+  const lab = await startLab({ dir: join(dir, 'lab'), definition: API_LAB });
   const db = await createTestDatabase({ migrate: false });
   const configPath = writeTestConfig(dir, db.url);
   const tokensFile = join(dir, 'tokens.json');
@@ -71,6 +100,14 @@ export async function startHarness(): Promise<Harness> {
   });
   return {
     api,
+    lab,
+    vcenterBody: (name) => ({
+      name,
+      url: lab.url,
+      username: lab.username,
+      password: lab.password,
+      thumbprint: lab.fingerprint256,
+    }),
     db,
     dir,
     repository: loaded.config.repository.path,
@@ -103,6 +140,7 @@ export async function startHarness(): Promise<Harness> {
         await q.obliterate({ force: true }).catch(() => undefined);
       }
       await api.close();
+      await lab.stop();
       await db.drop();
       rmSync(dir, { recursive: true, force: true });
     },

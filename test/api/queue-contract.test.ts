@@ -13,9 +13,8 @@ let policyId: string;
 const workers: Worker[] = [];
 before(async () => {
   h = await startHarness();
-  const vc = await h.call('POST', '/api/v1/vcenters', {
-    body: { name: 'vc', url: `https://127.0.0.1:${h.api.port}/sdk`, username: 'u', password: 'p' },
-  });
+  const vc = await h.call('POST', '/api/v1/vcenters', { body: h.vcenterBody('vc') });
+  if (vc.status !== 201) throw new Error(`adding the lab vCenter failed: ${vc.text}`);
   const p = await h.call('POST', '/api/v1/policies', {
     body: {
       name: 'p',

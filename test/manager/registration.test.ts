@@ -265,3 +265,105 @@ test('the lab manager answers the protocol errors of docs/manager-protocol.md', 
   const revoked = await post(`/api/v1/proxies/${proxyId}/heartbeat`, secret, hb);
   assert.deepEqual([revoked.status, revoked.body.error?.code], [403, 'proxy_revoked']);
 });
+
+test('registration against the lab vSphere carries its hosts and the datastores the proxy VM sees; without a vCenter it carries none', async () => {
+  const { startLab } = await import('../../src/lab/lab.js');
+  const { SecretBox } = await import('../../src/catalog/secret-box.js');
+  const { insertVcenter } = await import('../../src/catalog/vcenters.js');
+  const { vsphereInventory } = await import('../../src/manager/inventory.js');
+  const { createTestDatabase } = await import('../catalog/test-db.js');
+  const vsphere = await startLab({
+    dir: join(root, 'vsphere'),
+    definition: {
+      hosts: [
+        { name: 'esx1', datastores: ['ds1', 'shared'] },
+        { name: 'esx2', datastores: ['ds2', 'shared'] },
+      ],
+      datastores: [{ name: 'ds1' }, { name: 'ds2' }, { name: 'shared' }],
+      vms: [{ name: 'web01', host: 'esx2' }],
+      proxies: [{ name: 'vbproxy01', host: 'esx1' }],
+    },
+  });
+  const db = await createTestDatabase();
+  const manager = new LabManager({ heartbeatIntervalSeconds: 1 });
+  managers.push(manager);
+  try {
+    const url = await manager.start();
+    const secretBox = SecretBox.fromKeyFile(Buffer.from(SecretBox.generateKeyHex()), 'test key');
+    const proxyVm = vsphere.world.vms.find((v) => v.name === 'vbproxy01')!.moref;
+    const warnings: string[] = [];
+    const logger = createLogger('test-agent', { level: 'silent' });
+    const spy = Object.assign(Object.create(logger) as typeof logger, {
+      warn: (_o: unknown, msg?: string) => void warnings.push(msg ?? ''),
+    });
+    const inventory = vsphereInventory({
+      pool: db.pool,
+      secretBox: () => secretBox,
+      proxyVmMoref: proxyVm,
+      logger: spy,
+    });
+
+    // No vCenter in the catalog yet: empty lists, one warning, registration goes on.
+    assert.deepEqual(await inventory.hostsAndDatastores(), { hosts: [], datastores: [] });
+    await inventory.hostsAndDatastores();
+    assert.equal(warnings.filter((w) => /no vCenter is configured/.test(w)).length, 1);
+
+    await insertVcenter(db.pool, secretBox, {
+      name: 'lab',
+      url: vsphere.url,
+      username: vsphere.username,
+      password: vsphere.password,
+      thumbprint: vsphere.fingerprint256,
+    });
+    const p = setup(url, manager.newEnrollmentToken());
+    const agent = createProxyAgent(
+      {
+        path: join(p.dir, 'config.json'),
+        config: parseConfig(
+          JSON.stringify({
+            proxy: { name: 'proxy-inv', vmMoref: proxyVm },
+            manager: {
+              url,
+              enrollmentTokenFile: p.tokenFile,
+              credentialsFile: join(p.dir, 'credentials-inv.json'),
+            },
+            api: { plainHttp: true, tokensFile: join(p.dir, 'tokens.json') },
+            database: { url: db.url },
+            redis: { url: 'redis://127.0.0.1:6379' },
+            repository: { path: join(p.dir, 'repo'), passphraseFile: join(p.dir, 'pass') },
+            catalog: { secretKeyFile: join(p.dir, 'key') },
+          }),
+          'test',
+        ),
+      },
+      { logger: spy, inventory, redisOk: async () => true },
+    );
+    agents.push(agent);
+    await agent.registerOnce();
+    const reg = manager.proxies().find((x) => x.registration.name === 'proxy-inv')!.registration;
+    const id = (n: string, list: readonly { name: string; moref: string }[]) =>
+      list.find((x) => x.name === n)!.moref;
+    assert.deepEqual(
+      [...reg.hosts].sort((a, b) => a.name.localeCompare(b.name)),
+      ['esx1', 'esx2'].map((name) => ({ name, moref: id(name, vsphere.world.hosts) })),
+    );
+    assert.deepEqual(
+      [...reg.datastores].sort((a, b) => a.name.localeCompare(b.name)),
+      ['ds1', 'shared'].map((name) => ({ name, moref: id(name, vsphere.world.datastores) })),
+      'the datastores of the proxy VM host esx1, not ds2',
+    );
+
+    // vCenter down: registration still answers at once, with empty lists and a warning.
+    await vsphere.stop();
+    assert.deepEqual(await inventory.hostsAndDatastores(), { hosts: [], datastores: [] });
+    assert.ok(
+      warnings.some((w) =>
+        /cannot read the inventory of vCenter lab for registration: cannot talk to vSphere/.test(w),
+      ),
+      warnings.join('\n'),
+    );
+  } finally {
+    await vsphere.stop().catch(() => undefined);
+    await db.drop();
+  }
+});
