@@ -31,7 +31,7 @@ import { startLab } from '../src/lab/lab.js';
 import { Repository } from '../src/repository/repository.js';
 import { VimClient } from '../src/vsphere/client.js';
 import { findVmByPath } from '../src/vsphere/inventory.js';
-import { ensureDebian, measure, run, storedBytes, type Measured } from './measure.js';
+import { ensureDebian, measure, run, settle, storedBytes, type Measured } from './measure.js';
 
 const { values } = parseArgs({
   options: {
@@ -155,6 +155,7 @@ async function main(): Promise<void> {
       }
     };
     const backup = async (): Promise<number> => {
+      settle();
       const id = randomUUID();
       await insertJob(p, {
         id,
@@ -239,6 +240,7 @@ async function main(): Promise<void> {
     log('restores ...');
     const out = join(work, 'restore');
     mkdirSync(out, { recursive: true });
+    settle();
     const rid = randomUUID();
     await insertJob(p, {
       id: rid,

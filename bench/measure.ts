@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,11 +11,23 @@ export interface Measured {
 }
 
 /** Runs a command under /usr/bin/time; throws with its stderr when it fails. */
+/**
+ * Flushes the page cache's dirty data and waits for the file system's pending work. Every measured
+ * step starts after one, so that no tool pays for what an earlier step left behind: the previous
+ * tool's unsynced writes, or the discards of files the benchmark just deleted (on a file system
+ * mounted with `discard`, such as this machine's root, deleting a 2 GiB file queues seconds of
+ * TRIM that the next fsync or syncfs of anyone waits for).
+ */
+export function settle(): void {
+  execFileSync('sync');
+}
+
 export async function measure(
   cmd: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<Measured> {
+  settle();
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-time-'));
   const out = join(dir, 'time');
   try {
