@@ -103,8 +103,13 @@ function progressBar(
   };
 }
 
-async function withRepo<T>(o: CommonOptions, fn: (repo: Repository) => Promise<T>): Promise<T> {
-  const repo = await Repository.open(o.repo, await passphraseOf(o));
+/** Runs `fn` on the opened repository; `startWorkers` for commands that move chunks (see Repository.open). */
+async function withRepo<T>(
+  o: CommonOptions,
+  fn: (repo: Repository) => Promise<T>,
+  options: { startWorkers?: boolean } = {},
+): Promise<T> {
+  const repo = await Repository.open(o.repo, await passphraseOf(o), options);
   try {
     return await fn(repo);
   } finally {
@@ -197,58 +202,62 @@ export function repoCommand(): Command {
       async (o: CommonOptions & { image: string; name: string; changedExtents?: string; base?: string }) => {
         const changed = o.changedExtents ? await readExtents(o.changedExtents) : undefined;
         if (o.base && !changed) throw new UsageError('--base needs --changed-extents');
-        await withRepo(o, async (r) => {
-          const source = await RawImageSource.open(o.image);
-          try {
-            let base: { pointId: string; disk: number } | undefined;
-            if (changed) {
-              let baseId = o.base;
-              if (!baseId) {
-                const { points } = await r.listPoints();
-                const latest = points.filter((p) => p.name === o.name).pop();
-                if (!latest)
-                  throw new InvalidRequestError(
-                    `no earlier restore point named ${o.name}: run a full backup first (without --changed-extents)`,
-                  );
-                baseId = latest.id;
-              }
-              base = { pointId: baseId, disk: 0 };
-            }
-            const session = await r.beginBackup({ name: o.name });
-            const bar = progressBar(o, changed ? 'incremental' : 'full');
-            const ac = new AbortController();
-            const onSignal = (): void => ac.abort(new Error('interrupted by a signal'));
-            process.once('SIGINT', onSignal);
-            process.once('SIGTERM', onSignal);
+        await withRepo(
+          o,
+          async (r) => {
+            const source = await RawImageSource.open(o.image);
             try {
-              await session.backupDisk(source, {
-                disk: 0,
-                label: o.image,
-                base,
-                changedExtents: changed,
-                onProgress: bar.listener,
-                signal: ac.signal,
-              });
-              const m = await session.commit({ consistency: 'image' });
-              bar.stop();
-              const s = m.disks[0]!.stats;
-              out(
-                o,
-                m,
-                `restore point ${m.id} (${m.disks[0]!.mode}): read ${mb(s.readBytes)}, ${s.newChunks} new chunks (${mb(s.newBytes)} -> ${mb(s.storedBytes)} stored), ${s.dedupChunks} deduplicated, ${s.zeroChunks} zero, ${s.reusedChunks} unchanged, ${(s.durationMs / 1000).toFixed(1)} s`,
-              );
-            } catch (err) {
-              bar.stop();
-              await session.abort().catch(() => undefined);
-              throw err;
+              let base: { pointId: string; disk: number } | undefined;
+              if (changed) {
+                let baseId = o.base;
+                if (!baseId) {
+                  const { points } = await r.listPoints();
+                  const latest = points.filter((p) => p.name === o.name).pop();
+                  if (!latest)
+                    throw new InvalidRequestError(
+                      `no earlier restore point named ${o.name}: run a full backup first (without --changed-extents)`,
+                    );
+                  baseId = latest.id;
+                }
+                base = { pointId: baseId, disk: 0 };
+              }
+              const session = await r.beginBackup({ name: o.name });
+              const bar = progressBar(o, changed ? 'incremental' : 'full');
+              const ac = new AbortController();
+              const onSignal = (): void => ac.abort(new Error('interrupted by a signal'));
+              process.once('SIGINT', onSignal);
+              process.once('SIGTERM', onSignal);
+              try {
+                await session.backupDisk(source, {
+                  disk: 0,
+                  label: o.image,
+                  base,
+                  changedExtents: changed,
+                  onProgress: bar.listener,
+                  signal: ac.signal,
+                });
+                const m = await session.commit({ consistency: 'image' });
+                bar.stop();
+                const s = m.disks[0]!.stats;
+                out(
+                  o,
+                  m,
+                  `restore point ${m.id} (${m.disks[0]!.mode}): read ${mb(s.readBytes)}, ${s.newChunks} new chunks (${mb(s.newBytes)} -> ${mb(s.storedBytes)} stored), ${s.dedupChunks} deduplicated, ${s.zeroChunks} zero, ${s.reusedChunks} unchanged, ${(s.durationMs / 1000).toFixed(1)} s`,
+                );
+              } catch (err) {
+                bar.stop();
+                await session.abort().catch(() => undefined);
+                throw err;
+              } finally {
+                process.off('SIGINT', onSignal);
+                process.off('SIGTERM', onSignal);
+              }
             } finally {
-              process.off('SIGINT', onSignal);
-              process.off('SIGTERM', onSignal);
+              await source.close();
             }
-          } finally {
-            await source.close();
-          }
-        });
+          },
+          { startWorkers: true },
+        );
       },
     );
 
@@ -277,21 +286,25 @@ export function repoCommand(): Command {
       ) => {
         if ((o.offset === undefined) !== (o.length === undefined))
           throw new UsageError('--offset and --length go together');
-        await withRepo(o, async (r) => {
-          const bar = progressBar(o, 'restore');
-          try {
-            const range = o.offset !== undefined ? { offset: o.offset, length: o.length! } : undefined;
-            const s = await r.restoreToFile(o.point, o.disk, o.output, { range, onProgress: bar.listener });
-            bar.stop();
-            out(
-              o,
-              { output: o.output, ...s },
-              `restored ${mb(s.bytes)} to ${o.output} (${s.chunks} chunks, ${s.zeroChunks} zero) in ${(s.durationMs / 1000).toFixed(1)} s`,
-            );
-          } finally {
-            bar.stop();
-          }
-        });
+        await withRepo(
+          o,
+          async (r) => {
+            const bar = progressBar(o, 'restore');
+            try {
+              const range = o.offset !== undefined ? { offset: o.offset, length: o.length! } : undefined;
+              const s = await r.restoreToFile(o.point, o.disk, o.output, { range, onProgress: bar.listener });
+              bar.stop();
+              out(
+                o,
+                { output: o.output, ...s },
+                `restored ${mb(s.bytes)} to ${o.output} (${s.chunks} chunks, ${s.zeroChunks} zero) in ${(s.durationMs / 1000).toFixed(1)} s`,
+              );
+            } finally {
+              bar.stop();
+            }
+          },
+          { startWorkers: true },
+        );
       },
     );
 
@@ -307,32 +320,36 @@ export function repoCommand(): Command {
       return f;
     })
     .action(async (o: CommonOptions & { point?: string; sample?: number }) => {
-      await withRepo(o, async (r) => {
-        const bar = progressBar(o, 'verify');
-        const rep = await r.verify({ pointId: o.point, sample: o.sample, onProgress: bar.listener });
-        bar.stop();
-        const lines: string[] = [];
-        for (const p of rep.points) {
-          lines.push(`${p.id}  ${p.name ?? '?'}  ${p.ok ? 'ok' : 'DAMAGED'}`);
-          for (const pr of p.problems) {
-            const where =
-              pr.kind === 'chunk'
-                ? ` disk ${pr.disk} chunk ${pr.chunk} (${pr.chunkId})`
-                : pr.disk !== undefined
-                  ? ` disk ${pr.disk}`
-                  : '';
-            lines.push(`  ${pr.kind}${where}: ${pr.message}`);
+      await withRepo(
+        o,
+        async (r) => {
+          const bar = progressBar(o, 'verify');
+          const rep = await r.verify({ pointId: o.point, sample: o.sample, onProgress: bar.listener });
+          bar.stop();
+          const lines: string[] = [];
+          for (const p of rep.points) {
+            lines.push(`${p.id}  ${p.name ?? '?'}  ${p.ok ? 'ok' : 'DAMAGED'}`);
+            for (const pr of p.problems) {
+              const where =
+                pr.kind === 'chunk'
+                  ? ` disk ${pr.disk} chunk ${pr.chunk} (${pr.chunkId})`
+                  : pr.disk !== undefined
+                    ? ` disk ${pr.disk}`
+                    : '';
+              lines.push(`  ${pr.kind}${where}: ${pr.message}`);
+            }
+            if (p.moreProblems > 0) lines.push(`  ... and ${p.moreProblems} more problems`);
           }
-          if (p.moreProblems > 0) lines.push(`  ... and ${p.moreProblems} more problems`);
-        }
-        lines.push(
-          rep.ok
-            ? `verified ${rep.points.length} restore points, ${rep.chunksChecked} chunks: no damage`
-            : `DAMAGE: ${rep.points.filter((p) => !p.ok).length} of ${rep.points.length} restore points, ${rep.damagedChunks.length} damaged or missing chunks`,
-        );
-        out(o, rep, lines.join('\n'));
-        if (!rep.ok) process.exitCode = ExitCode.damage;
-      });
+          lines.push(
+            rep.ok
+              ? `verified ${rep.points.length} restore points, ${rep.chunksChecked} chunks: no damage`
+              : `DAMAGE: ${rep.points.filter((p) => !p.ok).length} of ${rep.points.length} restore points, ${rep.damagedChunks.length} damaged or missing chunks`,
+          );
+          out(o, rep, lines.join('\n'));
+          if (!rep.ok) process.exitCode = ExitCode.damage;
+        },
+        { startWorkers: true },
+      );
     });
 
   const prune = common(

@@ -47,7 +47,7 @@ export class RepositoryCache {
   get(path: string): Promise<Repository> {
     let p = this.#open.get(path);
     if (!p) {
-      p = Repository.open(path, this.passphrase);
+      p = Repository.open(path, this.passphrase, { startWorkers: true });
       p.catch(() => this.#open.delete(path));
       this.#open.set(path, p);
     }

@@ -14,9 +14,10 @@ export interface ChunkStoreAccess {
   /**
    * True when a chunk with this id is already durable and protected for this session. False
    * means the caller must store it; it then calls `settle` once the store succeeded or failed
-   * (other chunks with the same id wait for that instead of storing it again).
+   * (other chunks with the same id wait for that instead of storing it again). `probed` is the
+   * chunk worker's answer to the same existence check, when the pool made it (local pools).
    */
-  reuse(id: Buffer, hex: string): Promise<boolean>;
+  reuse(id: Buffer, hex: string, probed?: boolean): Promise<boolean>;
   settle?(hex: string): void;
   /** Durably store a sealed chunk. */
   store(id: Buffer, hex: string, sealed: Buffer): Promise<void>;
@@ -114,15 +115,17 @@ export async function runDiskBackup(
     const length = Math.min(chunkSize, capacity - offset);
     const raw = await reads.run(() => source.read(offset, length));
     stats.readBytes += length;
-    const { id, data } = await pool.hash(raw);
     const pos = (n % ENTRIES_PER_BLOCK) * ID_BYTES;
+    const { id, data, exists } = await pool.hash(raw, {
+      skipProbeFor: base === null ? null : blk.entries.subarray(pos, pos + ID_BYTES),
+    });
     if (!id) {
       state.touchedZero++;
       ZERO_ID.copy(blk.entries, pos);
     } else {
       const hex = id.toString('hex');
       const unchanged = base !== null && blk.entries.subarray(pos, pos + ID_BYTES).equals(id);
-      if (unchanged || (await access.reuse(id, hex))) {
+      if (unchanged || (await access.reuse(id, hex, exists))) {
         stats.dedupChunks++;
       } else {
         let stored: number;

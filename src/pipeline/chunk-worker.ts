@@ -3,20 +3,28 @@
  * that both cores work and the event loop stays free. Buffers arrive and leave by transfer.
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { TEMP_MARK } from '../repository/backend.js';
 import { ChunkCodec } from '../repository/chunk-codec.js';
 import { CorruptObjectError } from '../repository/errors.js';
-import type { WorkerRequest, WorkerResponse, WorkerInit } from './worker-pool.js';
+import { paths } from '../repository/format.js';
+import type { WorkerRequest, WorkerResponse, WorkerInit, WorkerSetup } from './worker-pool.js';
 
 const init = workerData as WorkerInit;
-const codec = new ChunkCodec(
-  { chunkId: init.chunkId, chunkEnc: init.chunkEnc },
-  init.chunkSize,
-  init.idAlgorithm,
-);
+/** Set by the pool's setup message, which comes before any request. */
+let codec: ChunkCodec | undefined;
 const port = parentPort;
 if (!port) throw new Error('chunk-worker must run in a worker thread');
 
@@ -52,38 +60,63 @@ function store(path: string, data: Buffer): void {
   renameSync(temp, target);
 }
 
-port.on('message', (req: WorkerRequest) => {
+/**
+ * Touches the chunk object `hex` (mtime = now, what protects it from a GC that starts later) and
+ * tells whether the backup may reuse it: it exists and no GC is running (docs/repository-format.md,
+ * "Garbage collection"). The same check the session would make, without two event-loop round trips.
+ */
+function probe(hex: string): boolean {
+  const now = new Date();
+  try {
+    utimesSync(join(init.root!, paths.chunk(hex)), now, now);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  return statSync(join(init.root!, paths.gcMarker), { throwIfNoEntry: false }) === undefined;
+}
+
+port.on('message', (msg: WorkerRequest | WorkerSetup) => {
+  if (msg.op === 'setup') {
+    codec = new ChunkCodec({ chunkId: msg.chunkId, chunkEnc: msg.chunkEnc }, msg.chunkSize, msg.idAlgorithm);
+    return;
+  }
+  const req = msg;
   let res: WorkerResponse = { seq: req.seq, ok: false, corrupt: false, message: 'unknown operation' };
   const transfer: ArrayBuffer[] = [];
   try {
+    const c = codec;
+    if (!c) throw new Error('internal: chunk worker got a request before its setup');
     switch (req.op) {
       case 'hash': {
-        const id = codec.id(req.data);
+        const id = c.id(req.data);
         res = { seq: req.seq, ok: true, id, data: req.data };
+        if (id && req.probe && !(req.probe.skipProbeFor && id.equals(req.probe.skipProbeFor)))
+          res.exists = probe(id.toString('hex'));
         transfer.push(req.data.buffer as ArrayBuffer);
         break;
       }
       case 'seal': {
-        const sealed = codec.seal(req.id, req.data);
+        const sealed = c.seal(req.id, req.data);
         res = { seq: req.seq, ok: true, id: null, data: sealed };
         transfer.push(sealed.buffer as ArrayBuffer);
         break;
       }
       case 'open': {
-        const plain = codec.open(req.id, asBuffer(req.data), req.expectedLength);
+        const plain = c.open(req.id, asBuffer(req.data), req.expectedLength);
         res = { seq: req.seq, ok: true, id: null, data: plain };
         transfer.push(plain.buffer as ArrayBuffer);
         break;
       }
       case 'sealStore': {
-        const sealed = codec.seal(req.id, req.data);
+        const sealed = c.seal(req.id, req.data);
         store(req.path, sealed);
         res = { seq: req.seq, ok: true, id: null, data: null, stored: sealed.length };
         break;
       }
       case 'fetchOpenWrite': {
         const obj = readFileSync(join(init.root!, req.path));
-        const plain = codec.open(req.id, obj, req.expectedLength);
+        const plain = c.open(req.id, obj, req.expectedLength);
         try {
           let done = req.sliceStart;
           while (done < req.sliceEnd) {
@@ -105,7 +138,7 @@ port.on('message', (req: WorkerRequest) => {
       }
       case 'fetchOpen': {
         const obj = readFileSync(join(init.root!, req.path));
-        const plain = codec.open(req.id, obj, req.expectedLength);
+        const plain = c.open(req.id, obj, req.expectedLength);
         res = { seq: req.seq, ok: true, id: null, data: plain };
         transfer.push(plain.buffer as ArrayBuffer);
         break;

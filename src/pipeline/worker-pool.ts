@@ -5,21 +5,35 @@ import { DiskIoError } from './errors.js';
 import { ObjectNotFoundError } from '../repository/backend.js';
 import type { ChunkIdAlgorithm, ChunkKeys } from '../repository/chunk-codec.js';
 
-/** What a worker is started with (keys stay in memory, never logged). */
+/** What a worker is started with (no keys: they come in the setup message). */
 export interface WorkerInit {
-  readonly chunkId: Uint8Array;
-  readonly chunkEnc: Uint8Array;
-  readonly chunkSize: number;
-  readonly idAlgorithm: ChunkIdAlgorithm;
   /**
    * Absolute directory of a local repository: workers then write and read chunk objects
-   * themselves (temporary name, fsync, rename), off libuv's small thread pool.
+   * themselves (temporary name, rename), off libuv's small thread pool.
    */
   readonly root?: string;
 }
 
+/** The first message every worker gets: the repository's chunk parameters and keys (never logged). */
+export interface WorkerSetup {
+  readonly op: 'setup';
+  readonly chunkId: Uint8Array;
+  readonly chunkEnc: Uint8Array;
+  readonly chunkSize: number;
+  readonly idAlgorithm: ChunkIdAlgorithm;
+}
+
 export type WorkerRequest =
-  | { seq: number; op: 'hash'; data: Uint8Array }
+  | {
+      seq: number;
+      op: 'hash';
+      data: Uint8Array;
+      /**
+       * Local pools: also touch the chunk object of the id (mtime = now) and report whether it
+       * exists while no GC runs, unless the id equals `skipProbeFor` (the base point's entry).
+       */
+      probe?: { skipProbeFor: Uint8Array | null };
+    }
   | { seq: number; op: 'seal'; id: Uint8Array; data: Uint8Array }
   | { seq: number; op: 'open'; id: Uint8Array; data: Uint8Array; expectedLength: number | undefined }
   | { seq: number; op: 'sealStore'; id: Uint8Array; data: Uint8Array; path: string }
@@ -38,7 +52,15 @@ export type WorkerRequest =
     };
 
 export type WorkerResponse =
-  | { seq: number; ok: true; id: Uint8Array | null; data: Uint8Array | null; stored?: number }
+  | {
+      seq: number;
+      ok: true;
+      id: Uint8Array | null;
+      data: Uint8Array | null;
+      stored?: number;
+      /** The probe's answer: the chunk object exists, was touched, and no GC is running. */
+      exists?: boolean;
+    }
   | {
       seq: number;
       ok: false;
@@ -54,6 +76,8 @@ interface Result {
   id: Buffer | null;
   data: Buffer;
   stored: number;
+  /** Set when the request probed the repository for the chunk (see `hash`). */
+  exists?: boolean;
 }
 
 interface Pending {
@@ -80,6 +104,14 @@ function owned(buf: Buffer): Buffer {
   return copy;
 }
 
+/**
+ * A small byte array as its own exact-size ArrayBuffer. postMessage clones a view's whole backing
+ * store: an id that is a view into a pooled 8 KiB slab or a 64 KiB index block would copy all of it.
+ */
+function compact(u: Uint8Array): Uint8Array {
+  return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u : new Uint8Array(u);
+}
+
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
@@ -101,14 +133,15 @@ export class ChunkWorkerPool {
   readonly local: boolean;
   private readonly root: string | undefined;
 
-  constructor(
-    keys: ChunkKeys,
-    chunkSize: number,
-    idAlgorithm: ChunkIdAlgorithm,
-    root?: string,
-    size = defaultPoolSize(root),
-  ) {
-    const init: WorkerInit = { chunkId: keys.chunkId, chunkEnc: keys.chunkEnc, chunkSize, idAlgorithm, root };
+  private configured = false;
+
+  /**
+   * Starts the workers. They load their modules at once but do no work until `setup` gives them
+   * the repository's keys, so a caller can start them before it has unlocked the key (the worker
+   * start-up then overlaps the key derivation).
+   */
+  constructor(root?: string, size = defaultPoolSize(root)) {
+    const init: WorkerInit = { root };
     this.local = root !== undefined;
     this.root = root;
     for (let i = 0; i < size; i++) {
@@ -128,6 +161,20 @@ export class ChunkWorkerPool {
       this.workers.push(w);
       this.load.push(0);
     }
+  }
+
+  /** Gives every worker the chunk parameters and keys; must come before any work. Returns the pool. */
+  setup(keys: ChunkKeys, chunkSize: number, idAlgorithm: ChunkIdAlgorithm): this {
+    const msg: WorkerSetup = {
+      op: 'setup',
+      chunkId: keys.chunkId,
+      chunkEnc: keys.chunkEnc,
+      chunkSize,
+      idAlgorithm,
+    };
+    for (const w of this.workers) w.postMessage(msg);
+    this.configured = true;
+    return this;
   }
 
   get size(): number {
@@ -150,6 +197,7 @@ export class ChunkWorkerPool {
         id: res.id ? Buffer.from(res.id) : null,
         data: res.data ? asBuffer(res.data) : Buffer.alloc(0),
         stored: res.stored ?? 0,
+        ...(res.exists === undefined ? {} : { exists: res.exists }),
       });
     } else if (res.targetWrite) {
       const where = p.target ?? 'the restore target';
@@ -177,6 +225,10 @@ export class ChunkWorkerPool {
   ): Promise<Result> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
+    if (!this.configured) return Promise.reject(new Error('internal: chunk worker pool used before setup'));
+    if ('id' in req) req.id = compact(req.id);
+    if (req.op === 'hash' && req.probe?.skipProbeFor)
+      req.probe = { skipProbeFor: compact(req.probe.skipProbeFor) };
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
     this.load[best] = (this.load[best] ?? 0) + 1;
@@ -187,9 +239,11 @@ export class ChunkWorkerPool {
   }
 
   /** The chunk id of `data` (null for all zeros); `data` comes back in the result. */
-  hash(data: Buffer): Promise<Result> {
+  hash(data: Buffer, probe?: { skipProbeFor: Buffer | null }): Promise<Result> {
     const d = owned(data);
-    return this.submit({ seq: ++this.seq, op: 'hash', data: d }, d.buffer as ArrayBuffer);
+    const req: WorkerRequest = { seq: ++this.seq, op: 'hash', data: d };
+    if (probe && this.local) req.probe = probe;
+    return this.submit(req, d.buffer as ArrayBuffer);
   }
 
   /** The sealed chunk object for `data`. */

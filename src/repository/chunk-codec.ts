@@ -28,7 +28,7 @@ export const CHUNK_ID_ALGORITHMS = ['hmac-sha256', 'blake2b-256-keyed'] as const
 export type ChunkIdAlgorithm = (typeof CHUNK_ID_ALGORITHMS)[number];
 
 /** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
-export const ZSTD_LEVEL = 1;
+export const ZSTD_LEVEL = -1;
 
 /**
  * Names, seals and opens chunks: keyed id (HMAC-SHA256, or keyed BLAKE2b in older repositories), zstd (kept only when smaller),

@@ -87,6 +87,7 @@ export class Repository {
     readonly config: RepositoryConfig,
     /** @internal */ readonly keys: RepositoryKeys,
     private keyFile: KeyFile,
+    private warmPool?: ChunkWorkerPool,
   ) {}
 
   get location(): string {
@@ -125,16 +126,30 @@ export class Repository {
     return new Repository(backend, config, keys, keyFile);
   }
 
-  /** Opens a repository with its passphrase (WrongPassphraseError, RepositoryVersionError, ...). */
-  static async open(location: string, passphrase: string): Promise<Repository> {
+  /**
+   * Opens a repository with its passphrase (WrongPassphraseError, RepositoryVersionError, ...).
+   * `startWorkers` starts the chunk workers while the key is derived (for a caller that backs up,
+   * restores or verifies next: a short command then does not wait for them afterwards).
+   */
+  static async open(
+    location: string,
+    passphrase: string,
+    options: { startWorkers?: boolean } = {},
+  ): Promise<Repository> {
     const backend = new LocalBackend(location);
-    const config = await readConfig(backend);
-    const keyFile = await Repository.readKeyFile(backend);
-    const master = await unwrapMasterKey(keyFile, passphrase, config.id, location);
-    const keys = deriveKeys(master);
-    sodium.sodium_memzero(master);
-    checkConfigMac(config, keys.configMac, location);
-    return new Repository(backend, config, keys, keyFile);
+    const warm = options.startWorkers ? new ChunkWorkerPool(resolve(location)) : undefined;
+    try {
+      const config = await readConfig(backend);
+      const keyFile = await Repository.readKeyFile(backend);
+      const master = await unwrapMasterKey(keyFile, passphrase, config.id, location);
+      const keys = deriveKeys(master);
+      sodium.sodium_memzero(master);
+      checkConfigMac(config, keys.configMac, location);
+      return new Repository(backend, config, keys, keyFile, warm);
+    } catch (err) {
+      await warm?.close();
+      throw err;
+    }
   }
 
   /**
@@ -180,12 +195,11 @@ export class Repository {
 
   /** @internal The worker pool (started on first use). */
   pool(): ChunkWorkerPool {
-    this.workerPool ??= new ChunkWorkerPool(
-      this.keys,
-      this.chunkSize,
-      this.config.chunkId,
-      this.backend instanceof LocalBackend ? resolve(this.backend.location) : undefined,
-    );
+    this.workerPool ??= (
+      this.warmPool ??
+      new ChunkWorkerPool(this.backend instanceof LocalBackend ? resolve(this.backend.location) : undefined)
+    ).setup(this.keys, this.chunkSize, this.config.chunkId);
+    this.warmPool = undefined;
     return this.workerPool;
   }
 
@@ -435,6 +449,8 @@ export class Repository {
 
   async close(): Promise<void> {
     await this.workerPool?.close();
+    await this.warmPool?.close();
     this.workerPool = undefined;
+    this.warmPool = undefined;
   }
 }

@@ -229,7 +229,7 @@ export class BackupSession {
       {
         pool,
         chunkSize: this.host.chunkSize,
-        reuse: (id, hex) => this.reuse(hex),
+        reuse: (id, hex, probed) => this.reuse(hex, probed),
         store: (id, hex, sealed) => this.store(hex, sealed),
         settle: (hex) => this.settle(hex),
         sealStore: pool.local ? (id, hex, data) => this.sealStore(pool, id, hex, data) : undefined,
@@ -250,9 +250,10 @@ export class BackupSession {
 
   /**
    * A chunk can be reused without writing when this session wrote it, or when it exists and was
-   * touched (mtime = now) while no GC was running (the GC protocol in the format doc).
+   * touched (mtime = now) while no GC was running (the GC protocol in the format doc). `probed` is
+   * that check already made by the chunk worker that hashed the chunk.
    */
-  private async reuse(hex: string): Promise<boolean> {
+  private async reuse(hex: string, probed?: boolean): Promise<boolean> {
     if (this.written.has(hex)) return true;
     const storing = this.storing.get(hex);
     if (storing) {
@@ -263,7 +264,7 @@ export class BackupSession {
     const b = this.host.backend;
     let reused: boolean;
     try {
-      reused = (await b.touch(paths.chunk(hex))) && (await b.stat(paths.gcMarker)) === undefined;
+      reused = probed ?? ((await b.touch(paths.chunk(hex))) && (await b.stat(paths.gcMarker)) === undefined);
     } catch (err) {
       this.settle(hex, claim);
       throw err;
