@@ -8,6 +8,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
@@ -19,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { TEMP_MARK } from '../repository/backend.js';
 import { ChunkCodec } from '../repository/chunk-codec.js';
 import { CorruptObjectError } from '../repository/errors.js';
-import { paths } from '../repository/format.js';
+import { CHUNK_HEADER_BYTES, NONCE_BYTES, TAG_BYTES, paths } from '../repository/format.js';
 import type { WorkerRequest, WorkerResponse, WorkerInit, WorkerSetup } from './worker-pool.js';
 
 const init = workerData as WorkerInit;
@@ -58,6 +59,40 @@ function store(path: string, data: Buffer): void {
   }
   closeSync(fd);
   renameSync(temp, target);
+}
+
+/** A chunk object is at most this much larger than its plaintext (header, nonce, tag). */
+const OBJECT_OVERHEAD = CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
+let readBuffer: Buffer | undefined;
+
+/**
+ * Reads a whole chunk object into this worker's reusable buffer and returns a view of it (valid
+ * until the next call). An object larger than any chunk of the repository is damaged.
+ */
+function readObject(path: string, chunkSize: number): Buffer {
+  const cap = chunkSize + OBJECT_OVERHEAD;
+  if (!readBuffer || readBuffer.length < cap + 1) readBuffer = Buffer.allocUnsafeSlow(cap + 1);
+  const fd = openSync(path, 'r');
+  let n = 0;
+  try {
+    for (;;) {
+      const r = readSync(fd, readBuffer, n, readBuffer.length - n, null);
+      if (r === 0) break;
+      n += r;
+      if (n === readBuffer.length) break;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  if (n > cap) {
+    const name = path.slice(path.lastIndexOf('/') + 1);
+    throw new CorruptObjectError(
+      'chunk',
+      name,
+      `object is larger than a ${chunkSize}-byte chunk can seal to`,
+    );
+  }
+  return readBuffer.subarray(0, n);
 }
 
 /**
@@ -115,8 +150,8 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
         break;
       }
       case 'fetchOpenWrite': {
-        const obj = readFileSync(join(init.root!, req.path));
-        const plain = c.open(req.id, obj, req.expectedLength);
+        const obj = readObject(join(init.root!, req.path), c.chunkSize);
+        const plain = c.open(req.id, obj, req.expectedLength, true);
         try {
           let done = req.sliceStart;
           while (done < req.sliceEnd) {

@@ -106,8 +106,10 @@ export class ChunkCodec {
   /**
    * Opens a chunk object, checks it against its id and returns the plaintext (owning its
    * ArrayBuffer). Throws CorruptObjectError naming the chunk when anything does not fit.
+   * `inPlace` decrypts into `object` itself (which is then overwritten) and may return a view of
+   * it: for callers that only write the plaintext out.
    */
-  open(id: Uint8Array, object: Uint8Array, expectedLength?: number): Buffer {
+  open(id: Uint8Array, object: Uint8Array, expectedLength?: number, inPlace = false): Buffer {
     const name = Buffer.from(id).toString('hex');
     const obj = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
     if (obj.length < CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES) {
@@ -123,7 +125,10 @@ export class ChunkCodec {
     }
     const nonce = obj.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
     const ct = obj.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
-    const plain = Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
+    // In place (libsodium allows it): the plaintext overwrites the ciphertext in `object`.
+    const plain = inPlace
+      ? ct.subarray(0, ct.length - TAG_BYTES)
+      : Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
     try {
       sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
         plain,
