@@ -10,27 +10,14 @@
  * removal included); restic and borg are whole processes under GNU time. Prints a markdown table
  * with the ratios. Needs the local PostgreSQL and Redis (as the demo).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, rmSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { migrateCatalog, openCatalog, type Pool } from '../src/catalog/db.js';
-import { getJob, insertJob, listJobEvents } from '../src/catalog/jobs.js';
-import { insertPolicy } from '../src/catalog/policies.js';
 import { getRestorePoint, listRestorePoints } from '../src/catalog/restore-points.js';
-import { SecretBox } from '../src/catalog/secret-box.js';
-import { insertVcenter } from '../src/catalog/vcenters.js';
-import type { ConfigInput } from '../src/config/schema.js';
-import { enqueueBackup, enqueueRestore, openQueues, QUEUE_NAMES } from '../src/jobs/queues.js';
-import { startLab } from '../src/lab/lab.js';
-import { Repository } from '../src/repository/repository.js';
-import { VimClient } from '../src/vsphere/client.js';
-import { findVmByPath } from '../src/vsphere/inventory.js';
+import { DEFAULT_PG_ADMIN_URL, startLabEnvironment, type LabEnvironment } from '../src/lab/environment.js';
 import { ensureDebian, measure, run, settle, storedBytes, type Measured } from './measure.js';
 
 const { values } = parseArgs({
@@ -42,9 +29,7 @@ const { values } = parseArgs({
 });
 const sizeMb = Number(values['size-mb']);
 const seed = Number(values.seed);
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const NATIVE = fileURLToPath(new URL('../../native', import.meta.url));
-const PG_URL = process.env.VBPROXY_DEMO_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const PG_URL = process.env.VBPROXY_DEMO_PG_URL ?? DEFAULT_PG_ADMIN_URL;
 
 ensureDebian({ restic: 'restic', borg: 'borgbackup' });
 
@@ -53,21 +38,11 @@ function log(s: string): void {
 }
 
 async function main(): Promise<void> {
-  const work = mkdtempSync(join(tmpdir(), 'vbproxy-labbench-'));
-  const dbName = `vbproxy_bench_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const dbUrl = Object.assign(new URL(PG_URL), { pathname: `/${dbName}` }).toString();
-  const prefix = `vbproxy-bench-${randomBytes(4).toString('hex')}`;
-  let worker: ChildProcess | undefined;
-  let pool: Pool | undefined;
+  let lab: LabEnvironment | undefined;
   const t0 = Date.now();
   try {
     log(`creating the lab VM (${sizeMb} MiB disk) ...`);
-    const lab = await startLab({
-      dir: join(work, 'lab'),
+    const e = await startLabEnvironment({
       definition: {
         taskDurationMs: 50,
         hosts: [{ name: 'esx1', datastores: ['ds1'] }],
@@ -77,105 +52,34 @@ async function main(): Promise<void> {
         ],
         proxies: [{ name: 'vbproxy01', disks: [{ sizeMiB: 16 }] }],
       },
+      dirPrefix: 'vbproxy-labbench-',
+      pgAdminUrl: PG_URL,
+      databasePrefix: 'vbproxy_bench',
+      queuePrefix: 'vbproxy-bench',
+      keep: values.keep,
     });
-    const image = join(lab.root, 'datastores', 'ds1', 'big01', 'big01-flat.vmdk');
-    pool = await openCatalog(dbUrl, { max: 4 });
-    await migrateCatalog(pool);
-    const passphrase = randomBytes(18).toString('base64url');
-    const repoPath = join(work, 'vbproxy-repo');
-    await (await Repository.init(repoPath, passphrase)).close();
-    const keyHex = SecretBox.generateKeyHex();
-    const secret = (n: string, v: string): string => {
-      writeFileSync(join(work, n), `${v}\n`, { mode: 0o600 });
-      return join(work, n);
-    };
-    const vc = await insertVcenter(pool, SecretBox.fromKeyFile(Buffer.from(keyHex), 'bench'), {
-      name: 'lab',
-      url: lab.url,
-      username: lab.username,
-      password: lab.password,
-      thumbprint: lab.fingerprint256,
-    });
-    const client = await VimClient.connect({
-      url: lab.url,
-      username: lab.username,
-      password: lab.password,
-      fingerprint256: lab.fingerprint256,
-    });
-    const vm = (await findVmByPath(client, 'dc1/vm/big01')).value;
-    const proxyVm = (await findVmByPath(client, 'dc1/vm/vbproxy01')).value;
-    await client.close();
-    writeFileSync(
-      join(work, 'vddk.conf'),
-      `${readFileSync(lab.vddkConf, 'utf8').trimEnd()}\nvixDiskLib.lab.proxyVm = "${proxyVm}"\n`,
-    );
-    const config: ConfigInput = {
-      proxy: { name: 'vbproxy01', vmMoref: proxyVm },
-      api: { listen: '127.0.0.1', port: 0, plainHttp: true, tokensFile: secret('tokens.json', '[]') },
-      database: { url: dbUrl },
-      redis: { url: 'redis://127.0.0.1:6379', prefix },
-      repository: { path: repoPath, passphraseFile: secret('repo.pass', passphrase) },
-      catalog: { secretKeyFile: secret('catalog.key', keyHex) },
-      vddk: { libDir: NATIVE, configFile: join(work, 'vddk.conf') },
-      worker: { diskConcurrency: 2 },
-      metrics: { listen: '127.0.0.1', port: 0 },
-      logLevel: 'warn',
-    };
-    writeFileSync(join(work, 'config.json'), JSON.stringify(config));
-    const policy = await insertPolicy(pool, {
+    lab = e;
+    const work = e.dir;
+    const image = join(e.lab.root, 'datastores', 'ds1', 'big01', 'big01-flat.vmdk');
+    const passphrase = e.passphrase;
+    const repoPath = e.repoPath;
+    const vm = e.moref('big01');
+    const policy = await e.policy({
       name: 'bench',
-      vcenterId: vc.id,
       vmSelection: { morefs: [vm], folders: [], namePatterns: [] },
-      diskSelection: { mode: 'all', diskKeys: [] },
-      consistency: 'crash',
-      consistencyFallback: 'crash',
-      transports: ['hotadd', 'nbdssl'],
-      schedule: null,
-      retention: {},
-      repository: repoPath,
-      enabled: true,
     });
-    const queues = openQueues({ host: '127.0.0.1', port: 6379 }, prefix);
-    worker = spawn(
-      process.execPath,
-      [MAIN, 'worker', '--config', join(work, 'config.json'), '--no-metrics'],
-      {
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
-    );
-    const p = pool;
+    const worker = e.startWorker('vbproxy01', { logLevel: 'warn', inheritStderr: true });
     const waitJob = async (id: string): Promise<number> => {
       const start = Date.now();
-      for (;;) {
-        const j = await getJob(p, id);
-        if (j.state === 'succeeded') return (Date.now() - start) / 1000;
-        if (j.state === 'failed' || j.state === 'cancelled')
-          throw new Error(`job ${id} ${j.state}: ${j.errorMessage}`);
-        await sleep(20);
-      }
+      const j = await e.waitJob(id, { pollMs: 20, timeoutMs: Infinity });
+      if (j.state !== 'succeeded') throw new Error(`job ${id} ${j.state}: ${j.errorMessage}`);
+      return (Date.now() - start) / 1000;
     };
     const backup = async (): Promise<number> => {
       settle();
-      const id = randomUUID();
-      await insertJob(p, {
-        id,
-        type: 'backup',
-        trigger: 'manual',
-        queue: QUEUE_NAMES.backup,
-        policyId: policy.id,
-        vcenterId: vc.id,
-        vmMoref: vm,
-        vmName: 'big01',
-      });
-      await enqueueBackup(queues, {
-        jobId: id,
-        policyId: policy.id,
-        vcenterId: vc.id,
-        vmMoref: vm,
-        trigger: 'manual',
-      });
+      const id = await e.backup(policy, 'big01');
       const secs = await waitJob(id);
-      const ev = await listJobEvents(p, id);
+      const ev = await e.events(id);
       const t0e = ev[0]!.at.getTime();
       log(
         `  job timeline: ${ev.map((x) => `${((x.at.getTime() - t0e) / 1000).toFixed(2)}s ${x.message.slice(0, 40)}`).join(' | ')}`,
@@ -207,7 +111,7 @@ async function main(): Promise<void> {
     const r: Record<string, Record<string, number>> = { vbproxy: {}, restic: {}, borg: {} };
     const wall = (m: Measured): number => m.wallS;
     // Wait for the worker to be ready (connected to the queue), plus its repository opening (KDF).
-    while ((await queues.backup.getWorkers()).length === 0) await sleep(100);
+    while ((await e.queues.backup.getWorkers()).length === 0) await sleep(100);
     await sleep(2000);
     log('full backups ...');
     r.vbproxy!.full = await backup();
@@ -224,7 +128,7 @@ async function main(): Promise<void> {
     const rnd = (): number => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32;
     const chosen = new Set<number>();
     while (chosen.size < Math.round(blocks * 0.02)) chosen.add(Math.floor(rnd() * blocks));
-    for (const b of chosen) lab.guestWrite('big01', 2000, b * block, randomBytes(block));
+    for (const b of chosen) e.lab.guestWrite('big01', 2000, b * block, randomBytes(block));
 
     log('incremental backups ...');
     r.vbproxy!.incremental = await backup();
@@ -233,27 +137,15 @@ async function main(): Promise<void> {
     log(
       `  incremental: vbproxy ${r.vbproxy!.incremental!.toFixed(2)} s, restic ${r.restic!.incremental!.toFixed(2)} s, borg ${r.borg!.incremental!.toFixed(2)} s`,
     );
-    const points = await listRestorePoints(p, { vmMoref: vm });
-    const inc = await getRestorePoint(p, points[0]!.id);
-    const full = await getRestorePoint(p, points[1]!.id);
+    const points = await listRestorePoints(e.db.pool, { vmMoref: vm });
+    const inc = await getRestorePoint(e.db.pool, points[0]!.id);
+    const full = await getRestorePoint(e.db.pool, points[1]!.id);
 
     log('restores ...');
     const out = join(work, 'restore');
     mkdirSync(out, { recursive: true });
     settle();
-    const rid = randomUUID();
-    await insertJob(p, {
-      id: rid,
-      type: 'restore',
-      trigger: 'manual',
-      queue: QUEUE_NAMES.restore,
-      params: {},
-    });
-    await enqueueRestore(queues, {
-      jobId: rid,
-      restorePointId: inc.id,
-      target: { kind: 'file', directory: out },
-    });
+    const rid = await e.restore(inc.id, { kind: 'file', directory: out });
     r.vbproxy!.restore = await waitJob(rid);
     const hash = async (f: string): Promise<string> => {
       const h = createHash('sha256');
@@ -276,20 +168,14 @@ async function main(): Promise<void> {
       await measure('borg', ['extract', '--sparse', `${borgRepo}::incr`], { env, cwd: out }),
     );
     rmSync(out, { recursive: true, force: true });
-    const rssKiB = Number(
-      /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${worker.pid}/status`, 'utf8'))?.[1] ?? 0,
-    );
+    const rssKiB = worker.peakRssKiB();
     const stored = {
       vbproxy: storedBytes(repoPath),
       restic: storedBytes(resticRepo),
       borg: storedBytes(borgRepo),
     };
-    worker.kill('SIGTERM');
-    for (const q of [queues.backup, queues.restore, queues.maintenance, queues.schedule]) {
-      await q.obliterate({ force: true }).catch(() => undefined);
-    }
-    await queues.close();
-    await lab.stop();
+    await worker.kill('SIGTERM');
+    await e.close();
 
     const mib = sizeMb;
     const lines: string[] = [];
@@ -317,12 +203,7 @@ async function main(): Promise<void> {
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    worker?.kill('SIGKILL');
-    await pool?.end().catch(() => undefined);
-    const a = new pg.Client({ connectionString: PG_URL });
-    await a.connect();
-    await a.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => a.end());
-    if (!values.keep) rmSync(work, { recursive: true, force: true });
+    await lab?.close();
   }
 }
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { addJobEvent } from '../catalog/jobs.js';
 import { getRestorePoint } from '../catalog/restore-points.js';
 import type { Manifest } from '../repository/manifest.js';
+import type { RestoreStats } from '../pipeline/restore.js';
 import { VddkDiskTarget, type VddkConnection, type VddkDisk } from '../vddk/index.js';
 import { getVm } from '../vsphere/inventory.js';
 import type { JobControl } from './backup-job.js';
@@ -60,32 +61,37 @@ export async function runRestoreJob(
   const total = wanted.reduce((a, k) => a + manifest.disks.find((d) => d.disk === byKey.get(k))!.capacity, 0);
   let doneBefore = 0;
   const disks: RestoredDisk[] = [];
-  const progress = (done: number): void =>
-    ctl.progress({ doneBytes: doneBefore + done, totalBytes: total, phase: 'restore' });
+  const options = {
+    signal: ctl.signal,
+    onProgress: (p: { doneBytes: number }) =>
+      ctl.progress({ doneBytes: doneBefore + p.doneBytes, totalBytes: total, phase: 'restore' }),
+  };
+  /** Restores one disk in a disk slot of this proxy, and records what was written where. */
+  const restoreOne = async (
+    diskKey: number,
+    disk: number,
+    restore: () => Promise<{ stats: RestoreStats; target: string; transport: string }>,
+  ): Promise<void> => {
+    const release = await rt.diskSlots.acquire();
+    try {
+      const { stats, target, transport } = await restore();
+      disks.push({ diskKey, disk, bytes: stats.bytes, durationMs: stats.durationMs, target, transport });
+      doneBefore += stats.bytes;
+    } finally {
+      release();
+    }
+  };
 
   if (target.kind === 'file') {
     await mkdir(target.directory, { recursive: true });
     for (const k of wanted) {
       const n = byKey.get(k)!;
       const path = join(target.directory, `${point.vmName}-disk${k}.img`);
-      const release = await rt.diskSlots.acquire();
-      try {
-        const st = await repo.restoreToFile(manifest.id, n, path, {
-          signal: ctl.signal,
-          onProgress: (p) => progress(p.doneBytes),
-        });
-        disks.push({
-          diskKey: k,
-          disk: n,
-          bytes: st.bytes,
-          durationMs: st.durationMs,
-          target: path,
-          transport: 'file',
-        });
-        doneBefore += st.bytes;
-      } finally {
-        release();
-      }
+      await restoreOne(k, n, async () => ({
+        stats: await repo.restoreToFile(manifest.id, n, path, options),
+        target: path,
+        transport: 'file',
+      }));
     }
   } else {
     const vc = await connectVcenter(rt, target.vcenterId);
@@ -110,33 +116,21 @@ export async function runRestoreJob(
             `disk ${k} of VM ${info.name} holds ${vd.capacityBytes} bytes, restore point disk ${n} needs ${md.capacity}; grow the disk first`,
           );
         }
-        const release = await rt.diskSlots.acquire();
-        let conn: VddkConnection | undefined;
-        let disk: VddkDisk | undefined;
-        try {
-          conn = await rt.vddk.connect(
-            vc.vddkSpec({ vmMoref: vm.value, transports: ['nbdssl', 'nbd'], readOnly: false }),
-          );
-          disk = await conn.open(vd.fileName, { readOnly: false });
-          const t = new VddkDiskTarget(disk);
-          const st = await repo.restoreDisk(manifest.id, n, t, {
-            signal: ctl.signal,
-            onProgress: (p) => progress(p.doneBytes),
-          });
-          disks.push({
-            diskKey: k,
-            disk: n,
-            bytes: st.bytes,
-            durationMs: st.durationMs,
-            target: vd.fileName,
-            transport: disk.transport,
-          });
-          doneBefore += st.bytes;
-        } finally {
-          await disk?.close().catch(() => undefined);
-          await conn?.disconnect().catch(() => undefined);
-          release();
-        }
+        await restoreOne(k, n, async () => {
+          let conn: VddkConnection | undefined;
+          let disk: VddkDisk | undefined;
+          try {
+            conn = await rt.vddk.connect(
+              vc.vddkSpec({ vmMoref: vm.value, transports: ['nbdssl', 'nbd'], readOnly: false }),
+            );
+            disk = await conn.open(vd.fileName, { readOnly: false });
+            const stats = await repo.restoreDisk(manifest.id, n, new VddkDiskTarget(disk), options);
+            return { stats, target: vd.fileName, transport: disk.transport };
+          } finally {
+            await disk?.close().catch(() => undefined);
+            await conn?.disconnect().catch(() => undefined);
+          }
+        });
       }
     } finally {
       await vc.close();
