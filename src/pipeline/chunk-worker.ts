@@ -221,5 +221,5 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
   port.postMessage(res, transfer);
   // Every operation but 'hash' (whose buffer goes back) leaves about two chunks of garbage here:
   // its input or the object read, and the compressed, sealed or opened buffer it made.
-  if (req.op !== 'hash') released(2 * init.chunkSize);
+  if (req.op !== 'hash' && codec) released(2 * codec.chunkSize);
 });
