@@ -7,7 +7,6 @@ import {
   closeSync,
   mkdirSync,
   openSync,
-  readFileSync,
   readSync,
   renameSync,
   rmSync,
@@ -198,7 +197,7 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
         break;
       }
       case 'fetchOpen': {
-        const obj = readFileSync(join(init.root!, req.path));
+        const obj = readObject(join(init.root!, req.path), c.chunkSize);
         const plain = c.open(req.id, obj, req.expectedLength);
         res = { seq: req.seq, ok: true, id: null, data: plain };
         transfer.push(plain.buffer as ArrayBuffer);
