@@ -1,5 +1,5 @@
 import type { DiskTarget, ProgressListener } from './disk.js';
-import type { ChunkWorkerPool } from './worker-pool.js';
+import type { ChunkWorkerPool, DirectWrite } from './worker-pool.js';
 import { Semaphore } from './semaphore.js';
 import { ENTRIES_PER_BLOCK, ID_BYTES, ZERO_ID } from '../repository/format.js';
 import type { IndexReader } from '../repository/index-file.js';
@@ -17,13 +17,7 @@ export interface ChunkFetchAccess {
    * Fetch, open and write a slice of the plaintext to a file descriptor, all in a worker
    * (local repositories restoring to plain files); optional.
    */
-  fetchOpenWrite?(
-    id: Buffer,
-    hex: string,
-    length: number,
-    where: string,
-    out: { fd: number; position: number; sliceStart: number; sliceEnd: number; description: string },
-  ): Promise<void>;
+  fetchOpenWrite?(id: Buffer, hex: string, length: number, where: string, out: DirectWrite): Promise<void>;
 }
 
 export interface RestoreStats {
@@ -67,11 +61,22 @@ export async function runDiskRestore(
   const inFlight = new Set<Promise<void>>();
   let zeroBuf: Buffer | undefined;
 
-  const place = async (n: number, data: Buffer | null): Promise<void> => {
+  /** Chunk n's start, and the part [s, e) of it that the restored range holds (disk offsets). */
+  const sliceOf = (n: number): { cStart: number; s: number; e: number } => {
     const cStart = n * chunkSize;
-    const cEnd = Math.min(cStart + chunkSize, capacity);
-    const s = Math.max(cStart, rangeStart);
-    const e = Math.min(cEnd, rangeEnd);
+    return {
+      cStart,
+      s: Math.max(cStart, rangeStart),
+      e: Math.min(cStart + chunkSize, capacity, rangeEnd),
+    };
+  };
+  const advance = (bytes: number): void => {
+    doneBytes += bytes;
+    options.onProgress?.({ doneBytes, totalBytes });
+  };
+
+  const place = async (n: number, data: Buffer | null): Promise<void> => {
+    const { cStart, s, e } = sliceOf(n);
     if (data) {
       await writes.run(() => target.write(s - rangeStart, data.subarray(s - cStart, e - cStart)));
     } else if (target.zero) {
@@ -80,8 +85,7 @@ export async function runDiskRestore(
       zeroBuf ??= Buffer.alloc(chunkSize);
       await writes.run(() => target.write(s - rangeStart, zeroBuf!.subarray(0, e - s)));
     }
-    doneBytes += e - s;
-    options.onProgress?.({ doneBytes, totalBytes });
+    advance(e - s);
   };
 
   try {
@@ -112,9 +116,7 @@ export async function runDiskRestore(
           const direct = fd !== undefined && access.fetchOpenWrite !== undefined;
           job = (async () => {
             if (direct) {
-              const cStart = n * chunkSize;
-              const s = Math.max(cStart, rangeStart);
-              const e = Math.min(cStart + length, rangeEnd);
+              const { cStart, s, e } = sliceOf(n);
               await access.fetchOpenWrite!(id, hex, length, `${where} chunk ${n}`, {
                 fd,
                 position: s - rangeStart,
@@ -122,8 +124,7 @@ export async function runDiskRestore(
                 sliceEnd: e - cStart,
                 description: target.description,
               });
-              doneBytes += e - s;
-              options.onProgress?.({ doneBytes, totalBytes });
+              advance(e - s);
               return;
             }
             let plain: Buffer;

@@ -14,6 +14,16 @@ export interface WorkerInit {
   readonly root?: string;
 }
 
+/** Where a restore's chunk worker writes a chunk's plaintext bytes [sliceStart, sliceEnd) itself. */
+export interface DirectWrite {
+  readonly fd: number;
+  readonly position: number;
+  readonly sliceStart: number;
+  readonly sliceEnd: number;
+  /** The target, for error messages. */
+  readonly description: string;
+}
+
 /** The first message every worker gets: the repository's chunk parameters and keys (never logged). */
 export interface WorkerSetup {
   readonly op: 'setup';
@@ -281,7 +291,7 @@ export class ChunkWorkerPool {
     id: Buffer,
     path: string,
     expectedLength: number | undefined,
-    out: { fd: number; position: number; sliceStart: number; sliceEnd: number; description: string },
+    out: DirectWrite,
   ): Promise<void> {
     const { description, ...where } = out;
     const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpenWrite', id, path, expectedLength, ...where };

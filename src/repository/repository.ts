@@ -40,7 +40,7 @@ import { runVerify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { runPrune, type PruneOptions, type PruneReport } from './prune.js';
 import { runGc, type GcOptions, type GcReport } from './gc.js';
 import type { RetentionPolicy } from './retention.js';
-import { ChunkWorkerPool } from '../pipeline/worker-pool.js';
+import { ChunkWorkerPool, type DirectWrite } from '../pipeline/worker-pool.js';
 import type { ChunkIdAlgorithm } from './chunk-codec.js';
 import { runDiskRestore, type RestoreStats } from '../pipeline/restore.js';
 import type { DiskTarget, ProgressListener } from '../pipeline/disk.js';
@@ -342,19 +342,7 @@ export class Repository {
           ? {
               fetchOpen: (id: Buffer, hex: string, length: number, where: string) =>
                 this.openChunk(id, hex, length, where),
-              fetchOpenWrite: (
-                id: Buffer,
-                hex: string,
-                length: number,
-                where: string,
-                out: {
-                  fd: number;
-                  position: number;
-                  sliceStart: number;
-                  sliceEnd: number;
-                  description: string;
-                },
-              ) =>
+              fetchOpenWrite: (id: Buffer, hex: string, length: number, where: string, out: DirectWrite) =>
                 this.namingMissing(hex, where, () => pool.fetchOpenWrite(id, paths.chunk(hex), length, out)),
             }
           : {}),
