@@ -16,9 +16,9 @@ export interface VcenterConnectionParams {
 
 /**
  * Tests a vCenter connection before it is stored (POST /vcenters) or on demand
- * (POST /vcenters/{id}/test). The integrator wires the vSphere client (login, then logout); until
- * then `vbproxy api` uses the reachability tester in vcenter-tester.ts. Throw a VbproxyError with a
- * message naming what failed (unreachable, bad certificate, wrong credentials).
+ * (POST /vcenters/{id}/test). `vbproxy api` uses `vsphereConnectionTester` (vcenter-tester.ts:
+ * login, CurrentTime, logout). Throw a VbproxyError with a message naming what failed
+ * (unreachable, bad certificate, wrong credentials).
  */
 export interface VcenterConnectionTester {
   test(params: VcenterConnectionParams): Promise<{ message: string }>;
