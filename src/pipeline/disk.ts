@@ -51,6 +51,12 @@ export interface DiskTarget {
    * Only targets whose `write` is exactly a pwrite of the file set it (not VDDK handles).
    */
   readonly positionalWriteFd?: number;
+  /**
+   * The same file opened with O_DIRECT (when the file system allows it), for the workers' aligned
+   * writes: restored data then goes from the worker's buffer to the disk without a copy into the
+   * page cache, and a restore does not evict the appliance's cache. Needs `positionalWriteFd`.
+   */
+  readonly directWriteFd?: number;
   readonly description: string;
   /** Make everything written durable. */
   flush(): Promise<void>;

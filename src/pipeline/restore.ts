@@ -119,6 +119,7 @@ export async function runDiskRestore(
               const { cStart, s, e } = sliceOf(n);
               await access.fetchOpenWrite!(id, hex, length, `${where} chunk ${n}`, {
                 fd,
+                directFd: target.directWriteFd,
                 position: s - rangeStart,
                 sliceStart: s - cStart,
                 sliceEnd: e - cStart,

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import sodium from 'sodium-native';
 import { Compressor, Decompressor } from 'zstd-napi';
+import zstdBinding from 'zstd-napi/binding.js';
 import {
   CHUNK_HEADER_BYTES,
   CHUNK_MAGIC,
@@ -39,6 +40,8 @@ export class ChunkCodec {
   private readonly zero: Buffer;
   private readonly compressor = new Compressor();
   private readonly decompressor = new Decompressor();
+  /** zstd's own context, for decompressing straight into a caller's buffer (openInto). */
+  private readonly dctx = new zstdBinding.DCtx();
 
   constructor(
     private readonly keys: ChunkKeys,
@@ -110,42 +113,12 @@ export class ChunkCodec {
    * it: for callers that only write the plaintext out.
    */
   open(id: Uint8Array, object: Uint8Array, expectedLength?: number, inPlace = false): Buffer {
-    const name = Buffer.from(id).toString('hex');
-    const obj = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
-    if (obj.length < CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES) {
-      throw new CorruptObjectError('chunk', name, `object is truncated (${obj.length} bytes)`);
-    }
-    const header = obj.subarray(0, CHUNK_HEADER_BYTES);
-    if (!header.subarray(0, 3).equals(CHUNK_MAGIC) || header[3] !== FORMAT_VERSION) {
-      throw new CorruptObjectError('chunk', name, 'bad magic or version in the chunk header');
-    }
-    const codec = header[4];
-    if (codec !== CODEC_RAW && codec !== CODEC_ZSTD) {
-      throw new CorruptObjectError('chunk', name, `unknown codec ${String(codec)}`);
-    }
-    const nonce = obj.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
-    const ct = obj.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const { name, codec, ct, decrypt } = this.parse(id, object);
     // In place (libsodium allows it): the plaintext overwrites the ciphertext in `object`.
     const plain = inPlace
       ? ct.subarray(0, ct.length - TAG_BYTES)
       : Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
-    try {
-      sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        plain,
-        null,
-        ct,
-        Buffer.concat([header, id]),
-        nonce,
-        this.keys.chunkEnc,
-      );
-    } catch (err) {
-      throw new CorruptObjectError(
-        'chunk',
-        name,
-        'authentication failed (the object was modified or truncated)',
-        err,
-      );
-    }
+    decrypt(plain);
     let data: Buffer = plain;
     if (codec === CODEC_ZSTD) {
       try {
@@ -161,6 +134,85 @@ export class ChunkCodec {
         throw new CorruptObjectError('chunk', name, 'zstd payload does not decompress', err);
       }
     }
+    this.check(name, id, data, expectedLength);
+    return data;
+  }
+
+  /**
+   * Opens a chunk object into `out` (from its start; `out` must hold `chunkSize` bytes) and returns
+   * the plaintext's length, with the same checks as `open`. No buffer is allocated: for restores,
+   * whose worker writes `out` to the target itself (and keeps it aligned for direct I/O). A
+   * compressed object is decrypted in place, so `object` is overwritten.
+   */
+  openInto(id: Uint8Array, object: Uint8Array, out: Buffer, expectedLength?: number): number {
+    if (out.length < this.chunkSize) throw new RangeError('openInto needs a chunk-sized buffer');
+    const { name, codec, ct, decrypt } = this.parse(id, object);
+    const plainLength = ct.length - TAG_BYTES;
+    let n: number;
+    if (codec === CODEC_RAW) {
+      if (plainLength > this.chunkSize) {
+        throw new CorruptObjectError('chunk', name, `holds ${plainLength} bytes, above the chunk size`);
+      }
+      decrypt(out.subarray(0, plainLength));
+      n = plainLength;
+    } else {
+      const plain = ct.subarray(0, plainLength);
+      decrypt(plain);
+      try {
+        // zstd refuses to write past the end of `out`: a payload above the chunk size fails here.
+        n = this.dctx.decompress(out.subarray(0, this.chunkSize), plain);
+      } catch (err) {
+        throw new CorruptObjectError('chunk', name, 'zstd payload does not decompress', err);
+      }
+    }
+    this.check(name, id, out.subarray(0, n), expectedLength);
+    return n;
+  }
+
+  /** The header checks of a chunk object, and its decryption into a given buffer. */
+  private parse(
+    id: Uint8Array,
+    object: Uint8Array,
+  ): { name: string; codec: number; ct: Buffer; decrypt: (into: Buffer) => void } {
+    const name = Buffer.from(id).toString('hex');
+    const obj = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
+    if (obj.length < CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES) {
+      throw new CorruptObjectError('chunk', name, `object is truncated (${obj.length} bytes)`);
+    }
+    const header = obj.subarray(0, CHUNK_HEADER_BYTES);
+    if (!header.subarray(0, 3).equals(CHUNK_MAGIC) || header[3] !== FORMAT_VERSION) {
+      throw new CorruptObjectError('chunk', name, 'bad magic or version in the chunk header');
+    }
+    const codec = header[4]!;
+    if (codec !== CODEC_RAW && codec !== CODEC_ZSTD) {
+      throw new CorruptObjectError('chunk', name, `unknown codec ${String(codec)}`);
+    }
+    const nonce = obj.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const ct = obj.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const decrypt = (into: Buffer): void => {
+      try {
+        sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+          into,
+          null,
+          ct,
+          Buffer.concat([header, id]),
+          nonce,
+          this.keys.chunkEnc,
+        );
+      } catch (err) {
+        throw new CorruptObjectError(
+          'chunk',
+          name,
+          'authentication failed (the object was modified or truncated)',
+          err,
+        );
+      }
+    };
+    return { name, codec, ct, decrypt };
+  }
+
+  /** The plaintext's length against the index, and its content against the chunk id. */
+  private check(name: string, id: Uint8Array, data: Buffer, expectedLength: number | undefined): void {
     if (expectedLength !== undefined && data.length !== expectedLength) {
       throw new CorruptObjectError(
         'chunk',
@@ -171,7 +223,6 @@ export class ChunkCodec {
     if (!this.digest(data).equals(Buffer.from(id.buffer, id.byteOffset, id.byteLength))) {
       throw new CorruptObjectError('chunk', name, 'content does not match the chunk id');
     }
-    return data;
   }
 }
 
