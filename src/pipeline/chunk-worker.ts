@@ -155,12 +155,7 @@ function writeRestored(
   end: number,
 ): void {
   const a = DIRECT_IO_ALIGNMENT;
-  if (
-    req.directFd !== undefined &&
-    req.position % a === 0 &&
-    start % a === 0 &&
-    (end - start) % a === 0
-  ) {
+  if (req.directFd !== undefined && req.position % a === 0 && start % a === 0 && (end - start) % a === 0) {
     try {
       writeAllAt(req.directFd, data, start, end, req.position);
       return;
