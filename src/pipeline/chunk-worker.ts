@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
 import { TEMP_MARK } from '../repository/backend.js';
 import { ChunkCodec } from '../repository/chunk-codec.js';
 import { CorruptObjectError } from '../repository/errors.js';
@@ -130,6 +130,8 @@ let restoreBuffer: Buffer | undefined;
  */
 function restoreOutput(chunkSize: number): Buffer {
   if (!restoreBuffer || restoreBuffer.length < chunkSize) {
+    // koffi is loaded here, on a restore's first chunk: backups do not pay for loading it.
+    const koffi = createRequire(import.meta.url)('koffi') as { address(b: Buffer): bigint };
     const raw = Buffer.allocUnsafeSlow(chunkSize + DIRECT_IO_ALIGNMENT);
     const skew = Number(koffi.address(raw) % BigInt(DIRECT_IO_ALIGNMENT));
     const start = skew === 0 ? 0 : DIRECT_IO_ALIGNMENT - skew;

@@ -14,9 +14,20 @@ export interface WorkerInit {
   readonly root?: string;
 }
 
+/**
+ * Alignment of direct I/O (O_DIRECT) writes: of the memory, the file position and the length.
+ * 4096 suits devices with 512-byte and 4 KiB logical blocks alike.
+ */
+export const DIRECT_IO_ALIGNMENT = 4096;
+
 /** Where a restore's chunk worker writes a chunk's plaintext bytes [sliceStart, sliceEnd) itself. */
 export interface DirectWrite {
   readonly fd: number;
+  /**
+   * The same file opened with O_DIRECT, when the target has one: writes whose position, slice and
+   * length are multiples of DIRECT_IO_ALIGNMENT go there, skipping the page cache.
+   */
+  readonly directFd?: number | undefined;
   readonly position: number;
   readonly sliceStart: number;
   readonly sliceEnd: number;
@@ -56,6 +67,8 @@ export type WorkerRequest =
       expectedLength: number | undefined;
       /** Where the plaintext's bytes [sliceStart, sliceEnd) go: file descriptor and position. */
       fd: number;
+      /** The O_DIRECT descriptor of the same file, for aligned writes (DirectWrite.directFd). */
+      directFd?: number | undefined;
       position: number;
       sliceStart: number;
       sliceEnd: number;
