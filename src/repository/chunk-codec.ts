@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import sodium from 'sodium-native';
-import { Compressor, Decompressor } from 'zstd-napi';
+import { Compressor } from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import {
   CHUNK_HEADER_BYTES,
@@ -39,8 +39,7 @@ export const ZSTD_LEVEL = -1;
 export class ChunkCodec {
   private readonly zero: Buffer;
   private readonly compressor = new Compressor();
-  private readonly decompressor = new Decompressor();
-  /** zstd's own context, for decompressing straight into a caller's buffer (openInto). */
+  /** zstd's decompression context, which writes into a caller's buffer (openInto). */
   private readonly dctx = new zstdBinding.DCtx();
 
   constructor(
@@ -108,41 +107,23 @@ export class ChunkCodec {
 
   /**
    * Opens a chunk object, checks it against its id and returns the plaintext (owning its
-   * ArrayBuffer). Throws CorruptObjectError naming the chunk when anything does not fit.
-   * `inPlace` decrypts into `object` itself (which is then overwritten) and may return a view of
-   * it: for callers that only write the plaintext out.
+   * ArrayBuffer). Throws CorruptObjectError naming the chunk when anything does not fit. A
+   * compressed object is decrypted in place, so `object` is overwritten.
    */
-  open(id: Uint8Array, object: Uint8Array, expectedLength?: number, inPlace = false): Buffer {
-    const { name, codec, ct, decrypt } = this.parse(id, object);
-    // In place (libsodium allows it): the plaintext overwrites the ciphertext in `object`.
-    const plain = inPlace
-      ? ct.subarray(0, ct.length - TAG_BYTES)
-      : Buffer.allocUnsafeSlow(ct.length - TAG_BYTES);
-    decrypt(plain);
-    let data: Buffer = plain;
-    if (codec === CODEC_ZSTD) {
-      try {
-        const d = this.decompressor.decompress(plain);
-        if (d.length > this.chunkSize)
-          throw new Error(`decompressed to ${d.length} bytes, above the chunk size`);
-        if (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) data = d;
-        else {
-          data = Buffer.allocUnsafeSlow(d.length);
-          d.copy(data);
-        }
-      } catch (err) {
-        throw new CorruptObjectError('chunk', name, 'zstd payload does not decompress', err);
-      }
-    }
-    this.check(name, id, data, expectedLength);
+  open(id: Uint8Array, object: Uint8Array, expectedLength?: number): Buffer {
+    const out = Buffer.allocUnsafeSlow(this.chunkSize);
+    const n = this.openInto(id, object, out, expectedLength);
+    if (n === out.length) return out;
+    const data = Buffer.allocUnsafeSlow(n); // a short last chunk: its own, exactly sized buffer
+    out.copy(data, 0, 0, n);
     return data;
   }
 
   /**
    * Opens a chunk object into `out` (from its start; `out` must hold `chunkSize` bytes) and returns
-   * the plaintext's length, with the same checks as `open`. No buffer is allocated: for restores,
-   * whose worker writes `out` to the target itself (and keeps it aligned for direct I/O). A
-   * compressed object is decrypted in place, so `object` is overwritten.
+   * the plaintext's length, with every check `open` makes. No buffer is allocated: restores
+   * reuse one aligned `out` per worker for direct I/O. A compressed object is decrypted in place,
+   * so `object` is overwritten.
    */
   openInto(id: Uint8Array, object: Uint8Array, out: Buffer, expectedLength?: number): number {
     if (out.length < this.chunkSize) throw new RangeError('openInto needs a chunk-sized buffer');
