@@ -491,7 +491,7 @@ export class VddkDisk {
     // `data` must stay allocated until the reply: this frame keeps it (the catch below refers to
     // it). It is deliberately not stored in the long-lived pending map: buffers referenced from there
     // were promoted to V8's old generation, and 2 GiB of 1 MiB reads then cost about 20 major GCs
-    // (npm run bench:vddk went from 0.6x to about 0.9x of fs without them).
+    // (npm run bench:vddk went from 0.6x to about 0.87x of fs without them).
     try {
       await vddk.call<null>(
         { op, disk: this.id, sector, count, address: addressOf(data) },
