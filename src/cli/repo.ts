@@ -4,7 +4,7 @@ import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import { Repository } from '../repository/repository.js';
 import type { Manifest } from '../repository/manifest.js';
-import type { RetentionPolicy } from '../repository/retention.js';
+import { policyIsEmpty, RETENTION_RULES, type RetentionPolicy } from '../repository/retention.js';
 import { InvalidRequestError } from '../repository/errors.js';
 import { RawImageSource } from '../pipeline/image-file.js';
 import type { Extent, ProgressListener } from '../pipeline/disk.js';
@@ -355,15 +355,7 @@ export function repoCommand(): Command {
   const prune = common(
     repo.command('prune').description('remove restore points a retention policy does not keep'),
   );
-  const keeps: Array<[string, keyof RetentionPolicy]> = [
-    ['last', 'keepLast'],
-    ['hourly', 'keepHourly'],
-    ['daily', 'keepDaily'],
-    ['weekly', 'keepWeekly'],
-    ['monthly', 'keepMonthly'],
-    ['yearly', 'keepYearly'],
-  ];
-  for (const [k] of keeps)
+  for (const [k] of RETENTION_RULES)
     prune.addOption(
       new Option(
         `--keep-${k} <n>`,
@@ -379,8 +371,8 @@ export function repoCommand(): Command {
           Partial<Record<keyof RetentionPolicy, number>> & { name?: string; dryRun?: boolean },
       ) => {
         const policy: RetentionPolicy = {};
-        for (const [, key] of keeps) if (o[key] !== undefined) policy[key] = o[key];
-        if (keeps.every(([, key]) => !policy[key]))
+        for (const [, key] of RETENTION_RULES) if (o[key] !== undefined) policy[key] = o[key];
+        if (policyIsEmpty(policy))
           throw new UsageError('give at least one --keep-* option with a count above 0');
         await withRepo(o, async (r) => {
           const rep = await r.prune(policy, { name: o.name, dryRun: o.dryRun });

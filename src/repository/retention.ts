@@ -48,7 +48,8 @@ const periodOf: Record<RetentionRule, (p: Dated) => string> = {
   yearly: (p) => String(p.time.getUTCFullYear()),
 };
 
-const ruleOrder: Array<[RetentionRule, keyof RetentionPolicy]> = [
+/** Each rule and the policy field that counts it, in the order the rules are applied. */
+export const RETENTION_RULES: ReadonlyArray<readonly [RetentionRule, keyof RetentionPolicy]> = [
   ['last', 'keepLast'],
   ['hourly', 'keepHourly'],
   ['daily', 'keepDaily'],
@@ -58,7 +59,7 @@ const ruleOrder: Array<[RetentionRule, keyof RetentionPolicy]> = [
 ];
 
 export function policyIsEmpty(policy: RetentionPolicy): boolean {
-  return ruleOrder.every(([, k]) => !policy[k]);
+  return RETENTION_RULES.every(([, k]) => !policy[k]);
 }
 
 /** Decides for every point whether the policy keeps it. */
@@ -68,7 +69,7 @@ export function selectRetention(
 ): Map<string, RetentionDecision> {
   const list = [...points].sort((a, b) => b.time.getTime() - a.time.getTime() || (a.id < b.id ? 1 : -1));
   const marks = new Map<string, RetentionDecision>();
-  for (const [rule, key] of ruleOrder) {
+  for (const [rule, key] of RETENTION_RULES) {
     const count = policy[key] ?? 0;
     if (count <= 0) continue;
     const period = periodOf[rule];
