@@ -69,6 +69,14 @@ interface DiskEntry {
 const WRITTEN_CACHE_LIMIT = 200_000;
 
 /**
+ * After this many bytes of new chunk objects, the session starts a flush of the file system in the
+ * background (when none is running), so that the disk writes them while the pipeline goes on
+ * instead of all at once in the commit's flush. It only moves work earlier: the commit still
+ * flushes everything itself before anything references the chunks.
+ */
+const WRITEBACK_STEP = 64 * 1024 * 1024;
+
+/**
  * A running backup: it owns a restore point id, protects what it writes and reuses from GC (see
  * docs/repository-format.md, "Garbage collection"), backs up disks one by one and commits them as
  * one restore point. A disk whose read failed can be retried with the same options: it resumes
@@ -85,6 +93,15 @@ export class BackupSession {
   private readonly written = new Set<string>();
   private readonly storing = new Map<string, { promise: Promise<void>; resolve: () => void }>();
   private finished = false;
+  /** Bytes of chunk objects stored since the last background flush started. */
+  private unflushed = 0;
+  /** The background flush in progress, if any (it never rejects). */
+  private writeback: Promise<void> | undefined;
+  /**
+   * The first failure of a background flush. The commit fails with it: a later syncfs through a new
+   * descriptor need not report a write error again (Linux reports it once per descriptor).
+   */
+  private writebackError: unknown;
 
   private constructor(
     private readonly host: SessionHost,
@@ -294,12 +311,25 @@ export class BackupSession {
   private async sealStore(pool: ChunkWorkerPool, id: Buffer, hex: string, data: Buffer): Promise<number> {
     const stored = await pool.sealStore(id, data, paths.chunk(hex));
     this.remember(hex);
+    this.wrote(stored);
     return stored;
   }
 
   private async store(hex: string, sealed: Buffer): Promise<void> {
     await this.host.backend.write(paths.chunk(hex), sealed);
     this.remember(hex);
+    this.wrote(sealed.length);
+  }
+
+  /** Counts stored bytes and starts a background flush every WRITEBACK_STEP (see there). */
+  private wrote(bytes: number): void {
+    this.unflushed += bytes;
+    if (this.unflushed < WRITEBACK_STEP || this.writeback) return;
+    this.unflushed = 0;
+    this.writeback = this.host.backend
+      .syncAll()
+      .catch((err: unknown) => void (this.writebackError ??= err))
+      .finally(() => (this.writeback = undefined));
   }
 
   /**
@@ -324,6 +354,13 @@ export class BackupSession {
     const b = this.host.backend;
     // Chunk objects written by the chunk workers were not fsynced one by one: flush them all now,
     // before anything that references them (indexes, then the manifest) is committed.
+    await this.writeback;
+    if (this.writebackError !== undefined) {
+      throw new SessionError(
+        `backup session ${this.id}: flushing its chunk objects to disk failed, so they may not be durable; fix the repository's disk and run the backup again`,
+        this.writebackError,
+      );
+    }
     await b.syncAll();
     for (const e of this.disks.values()) await e.state.writer.commit();
     await b.syncDirs([paths.indexDir(this.pointId), 'indexes']);
