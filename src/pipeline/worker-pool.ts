@@ -112,8 +112,9 @@ interface Pending {
 }
 
 /**
- * One worker per core; a local pool gets one more, because its workers also block in
- * fsync while writing chunk objects, and the extra one keeps the cores busy meanwhile.
+ * One worker per core; a local pool gets one more, because its workers also block in file system
+ * calls (creating and renaming chunk objects, reading them, a restore's O_DIRECT writes), and the
+ * extra one keeps the cores busy meanwhile.
  */
 function defaultPoolSize(root: string | undefined): number {
   const cores = Math.max(1, Math.min(availableParallelism(), 8));
