@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { CommanderError } from 'commander';
 import { describeError, VbproxyError } from '../errors.js';
+import { CorruptObjectError, MissingObjectError } from '../repository/errors.js';
 import { ExitCode } from './exit-codes.js';
 import { UsageError } from './usage-error.js';
 import { buildProgram } from './program.js';
@@ -19,6 +20,11 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError) {
       process.stderr.write(`vbproxy: ${err.message}\n`);
       return ExitCode.usage;
+    }
+    if (err instanceof CorruptObjectError || err instanceof MissingObjectError) {
+      // Damage found on the way (a restore, a read of a point): exit 3, as verify does.
+      process.stderr.write(`vbproxy: ${describeError(err)}\n`);
+      return ExitCode.damage;
     }
     const prefix = err instanceof VbproxyError ? '' : 'unexpected error: ';
     process.stderr.write(`vbproxy: ${prefix}${describeError(err)}\n`);

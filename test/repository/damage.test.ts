@@ -74,7 +74,7 @@ test('a flipped byte in a chunk: verify names the point and chunk and exits 3; r
   );
   const out = join(dir.path, 'restore-bad.img');
   const r = cli(['repo', 'restore', '--repo', repo, '--point', pointId, '--disk', '0', '--output', out]);
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 3);
   assert.match(r.stderr, new RegExp(`damaged chunk ${id}`));
   assert.equal(await exists(out), false, 'no half-restored image is left behind');
 });
@@ -105,7 +105,7 @@ test('a truncated chunk and a missing chunk are named by verify and by restore',
     '--output',
     join(dir.path, 'x.img'),
   ]);
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 3);
   assert.match(r.stderr, /(damaged|missing) chunk [0-9a-f]{64}/);
 });
 
@@ -131,7 +131,7 @@ test('a bit-flipped or truncated index, and a bit-flipped manifest, are reported
     '--output',
     join(dir.path, 'y.img'),
   ]);
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 3);
   assert.match(r.stderr, /damaged index/);
 
   const repo2 = await copyRepo();
