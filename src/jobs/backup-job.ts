@@ -43,6 +43,7 @@ import { crashArmed, crashPoint } from './failpoints.js';
 import { preflight, type PreflightReport } from './preflight.js';
 import type { BackupJobData } from './queues.js';
 import { connectVcenter, vmRef, type JobRuntime, type VcenterSession } from './runtime.js';
+import { vmConfigOf } from './vm-config.js';
 
 /** What one job handler gets from the worker: its id, cancellation, progress and a logger. */
 export interface JobControl {
@@ -625,22 +626,4 @@ async function backupOneDisk(
       release();
     }
   }
-}
-
-/** The VM configuration kept (encrypted) in the manifest, for a restore to a new VM. */
-function vmConfigOf(info: VmInfo): Record<string, unknown> {
-  return {
-    name: info.name,
-    biosUuid: info.biosUuid ?? null,
-    instanceUuid: info.instanceUuid ?? null,
-    disks: info.disks.map((d) => ({
-      key: d.key,
-      label: d.label,
-      controllerKey: d.controllerKey,
-      unitNumber: d.unitNumber,
-      capacityBytes: d.capacityBytes,
-      fileName: d.rootFileName,
-      diskMode: d.diskMode ?? null,
-    })),
-  };
 }

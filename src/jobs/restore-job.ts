@@ -5,10 +5,16 @@ import { getRestorePoint } from '../catalog/restore-points.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { RestoreStats } from '../pipeline/restore.js';
 import { VddkDiskTarget, type VddkConnection, type VddkDisk } from '../vddk/index.js';
-import { getVm } from '../vsphere/inventory.js';
+import { describeError, isTransient } from '../errors.js';
+import type { VimClient } from '../vsphere/client.js';
+import { createVm, placementFor } from '../vsphere/create-vm.js';
+import { parseControllers, type DiskInfo } from '../vsphere/disks.js';
+import { getVm, type VmInfo } from '../vsphere/inventory.js';
+import { moref } from '../vsphere/wire/values.js';
 import type { JobControl } from './backup-job.js';
 import { JobError } from './errors.js';
 import type { RestoreJobData } from './queues.js';
+import { datastoreOf, newVmLayout, parseVmConfig } from './vm-config.js';
 import { connectVcenter, vmRef, type JobRuntime } from './runtime.js';
 
 export interface RestoredDisk {
@@ -36,7 +42,10 @@ function diskKeys(m: Manifest): Map<number, number> {
   return out;
 }
 
-/** Restore of design section 2, backwards: to raw image files, or through VDDK into a powered-off VM's disks. */
+/**
+ * Restore of design section 2, backwards: to raw image files, or through VDDK into the disks of a
+ * powered-off VM, an existing one or a new one created from the configuration in the restore point.
+ */
 export async function runRestoreJob(
   rt: JobRuntime,
   data: RestoreJobData,
@@ -47,13 +56,8 @@ export async function runRestoreJob(
   const manifest = await repo.getPoint(point.manifestName);
   const byKey = diskKeys(manifest);
   const target = data.target;
-  if (target.kind === 'new-vm') {
-    throw new JobError(
-      'RESTORE_NEW_VM_UNSUPPORTED',
-      `restoring restore point ${point.id} to a new VM "${target.name}" is not implemented yet: restore to image files, or create the VM with disks of the sizes in the restore point and restore into it (target kind "vm")`,
-    );
-  }
-  const wanted = target.diskKeys ?? [...byKey.keys()].sort((a, b) => a - b);
+  const wanted =
+    (target.kind === 'new-vm' ? undefined : target.diskKeys) ?? [...byKey.keys()].sort((a, b) => a - b);
   for (const k of wanted) {
     if (!byKey.has(k))
       throw new JobError('RESTORE_UNKNOWN_DISK', `restore point ${point.id} has no disk ${k}`);
@@ -95,25 +99,51 @@ export async function runRestoreJob(
     }
   } else {
     const vc = await connectVcenter(rt, target.vcenterId);
+    /** The VM this restore created, once it exists. */
+    let createdVm: string | undefined;
     try {
-      const vm = vmRef(target.vmMoref);
-      const info = await getVm(vc.client, vm);
-      if (info.powerState !== 'poweredOff') {
-        throw new JobError(
-          'RESTORE_VM_POWERED_ON',
-          `VM ${info.name} (${vm.value}) is ${info.powerState}: power it off before restoring into its disks`,
+      /** Which disk of the target VM (its device key and file) receives which disk of the point. */
+      let pairs: { sourceKey: number; disk: DiskInfo }[];
+      let vmMoref: string;
+      if (target.kind === 'new-vm') {
+        const created = await createTargetVm(vc.client, point.id, manifest.vmConfig, wanted, target, ctl);
+        vmMoref = created.vm.ref.value;
+        createdVm = `${target.name} (${vmMoref})`;
+        pairs = created.pairs;
+        await addJobEvent(
+          rt.pool,
+          data.jobId,
+          'info',
+          `created VM ${target.name} (${vmMoref}) for the restore`,
+          {
+            vm: vmMoref,
+            disks: pairs.map((p) => ({ sourceKey: p.sourceKey, file: p.disk.fileName })),
+          },
         );
+      } else {
+        const vm = vmRef(target.vmMoref);
+        const info = await getVm(vc.client, vm);
+        if (info.powerState !== 'poweredOff') {
+          throw new JobError(
+            'RESTORE_VM_POWERED_ON',
+            `VM ${info.name} (${vm.value}) is ${info.powerState}: power it off before restoring into its disks`,
+          );
+        }
+        vmMoref = vm.value;
+        pairs = wanted.map((k) => {
+          const vd = info.disks.find((d) => d.key === k);
+          if (!vd)
+            throw new JobError('RESTORE_TARGET_DISK', `VM ${info.name} has no disk with device key ${k}`);
+          return { sourceKey: k, disk: vd };
+        });
       }
-      for (const k of wanted) {
+      for (const { sourceKey: k, disk: vd } of pairs) {
         const n = byKey.get(k)!;
         const md = manifest.disks.find((d) => d.disk === n)!;
-        const vd = info.disks.find((d) => d.key === k);
-        if (!vd)
-          throw new JobError('RESTORE_TARGET_DISK', `VM ${info.name} has no disk with device key ${k}`);
         if (vd.capacityBytes < md.capacity) {
           throw new JobError(
             'RESTORE_TARGET_DISK',
-            `disk ${k} of VM ${info.name} holds ${vd.capacityBytes} bytes, restore point disk ${n} needs ${md.capacity}; grow the disk first`,
+            `disk ${vd.key} of VM ${vmMoref} holds ${vd.capacityBytes} bytes, restore point disk ${n} needs ${md.capacity}; grow the disk first`,
           );
         }
         await restoreOne(k, n, async () => {
@@ -121,7 +151,7 @@ export async function runRestoreJob(
           let disk: VddkDisk | undefined;
           try {
             conn = await rt.vddk.connect(
-              vc.vddkSpec({ vmMoref: vm.value, transports: ['nbdssl', 'nbd'], readOnly: false }),
+              vc.vddkSpec({ vmMoref, transports: ['nbdssl', 'nbd'], readOnly: false }),
             );
             disk = await conn.open(vd.fileName, { readOnly: false });
             const stats = await repo.restoreDisk(manifest.id, n, new VddkDiskTarget(disk), options);
@@ -132,6 +162,15 @@ export async function runRestoreJob(
           }
         });
       }
+    } catch (err) {
+      if (createdVm !== undefined) {
+        throw new JobError(
+          'RESTORE_NEW_VM_INCOMPLETE',
+          `the restore into new VM ${createdVm} failed after the VM was created: its disks are incomplete, so delete that VM before you run the restore again (${describeError(err)})`,
+          { cause: err, transient: false },
+        );
+      }
+      throw err;
     } finally {
       await vc.close();
     }
@@ -146,4 +185,66 @@ export async function runRestoreJob(
     },
   );
   return { restorePointId: point.id, disks };
+}
+
+/**
+ * Creates the powered-off VM of a restore to a new VM, with the disk layout kept in the restore
+ * point (same controller types and bus numbers, same units, same capacities, thin), on the target
+ * datastore or else the one the first disk was on, in the target folder or else the datacenter's
+ * VM folder. Returns each restored disk's new counterpart (matched by bus and unit, since vCenter
+ * assigns new device keys).
+ */
+async function createTargetVm(
+  client: VimClient,
+  pointId: string,
+  storedConfig: string | null,
+  wanted: readonly number[],
+  target: { name: string; datastore?: string | undefined; folder?: string | undefined },
+  ctl: JobControl,
+): Promise<{ vm: VmInfo; pairs: { sourceKey: number; disk: DiskInfo }[] }> {
+  const config = parseVmConfig(pointId, storedConfig);
+  const layout = newVmLayout(config, wanted);
+  const datastore = target.datastore ?? datastoreOf(config.disks[0]?.fileName ?? '');
+  if (datastore === undefined) {
+    throw new JobError(
+      'RESTORE_NEW_VM_FAILED',
+      `restore point ${pointId} names no datastore: give target.datastore`,
+    );
+  }
+  let vm: VmInfo;
+  try {
+    const place = await placementFor(
+      client,
+      datastore,
+      target.folder ? moref('Folder', target.folder) : undefined,
+    );
+    vm = await createVm(client, {
+      name: target.name,
+      ...place,
+      datastore,
+      controllers: layout.controllers,
+      disks: layout.disks,
+      signal: ctl.signal,
+    });
+  } catch (err) {
+    throw new JobError(
+      'RESTORE_NEW_VM_FAILED',
+      `cannot create VM ${target.name} on datastore ${datastore} for restore point ${pointId}: ${describeError(err)}`,
+      { cause: err, transient: isTransient(err) },
+    );
+  }
+  const busOf = new Map(layout.controllers.map((c) => [c.key, c.busNumber]));
+  const created = parseControllers(vm.devices);
+  const pairs = layout.disks.map((d) => {
+    const ctrl = [...created.values()].find((c) => c.busNumber === busOf.get(d.controllerKey) && c.scsi);
+    const disk = vm.disks.find((x) => x.controllerKey === ctrl?.key && x.unitNumber === d.unitNumber);
+    if (!disk) {
+      throw new JobError(
+        'RESTORE_NEW_VM_FAILED',
+        `VM ${target.name} (${vm.ref.value}) was created without the disk at SCSI ${String(busOf.get(d.controllerKey))}:${d.unitNumber}: delete it and check the vCenter's events`,
+      );
+    }
+    return { sourceKey: d.sourceKey, disk };
+  });
+  return { vm, pairs };
 }

@@ -505,6 +505,13 @@ export class LabVimServer {
         }
         return undefined;
       }
+      case 'CreateVM_Task': {
+        const folder = ref(a._this);
+        if (folder.type !== 'Folder') {
+          throw new LabFault('NotSupported', `CreateVM_Task needs a VM folder, not ${folder.type}`);
+        }
+        return w.createVm(folder, a.config as VimObject | undefined, a.pool, a.host, failWith);
+      }
       case 'ReconfigVM_Task':
         return w.reconfigure(this.vmRef(a._this), a.spec as VimObject, failWith);
       case 'CreateSnapshot_Task':
@@ -596,7 +603,15 @@ export class LabVimServer {
     for (const t of view.types) {
       if (
         isSubtype(t, 'ManagedEntity') ||
-        ['VirtualMachine', 'HostSystem', 'Datastore', 'Datacenter', 'ManagedEntity'].includes(t)
+        [
+          'VirtualMachine',
+          'HostSystem',
+          'Datastore',
+          'Datacenter',
+          'ComputeResource',
+          'ResourcePool',
+          'ManagedEntity',
+        ].includes(t)
       ) {
         if (t === 'VirtualMachine' || t === 'ManagedEntity')
           out.push(...w.vms.map((v) => moref('VirtualMachine', v.moref)));
@@ -605,6 +620,10 @@ export class LabVimServer {
         if (t === 'Datastore' || t === 'ManagedEntity')
           out.push(...w.datastores.map((d) => moref('Datastore', d.moref)));
         if (t === 'Datacenter' || t === 'ManagedEntity') out.push(moref('Datacenter', w.datacenter.moref));
+        if (t === 'ComputeResource' || t === 'ManagedEntity')
+          out.push(...w.hosts.map((h) => moref('ComputeResource', w.computeResourceOf(h))));
+        if (t === 'ResourcePool' || t === 'ManagedEntity')
+          out.push(...w.hosts.map((h) => moref('ResourcePool', w.resourcePoolOf(h))));
       }
     }
     return out;
@@ -675,6 +694,12 @@ export class LabVimServer {
         return;
       case 'VirtualMachine':
         w.vm(obj.value);
+        return;
+      case 'ComputeResource':
+        w.computeResourceHost(obj.value);
+        return;
+      case 'ResourcePool':
+        w.resourcePoolHost(obj.value);
         return;
       case 'ContainerView':
         if (!this.views.has(obj.value)) throw w.notFound('ContainerView', obj.value);
@@ -785,7 +810,26 @@ export class LabVimServer {
             MOREF_TYPE,
             h.datastores.map((d) => moref('Datastore', d)),
           );
-        if (path === 'parent') return moref('ComputeResource', `domain-s${h.moref.slice(5)}`);
+        if (path === 'parent') return moref('ComputeResource', w.computeResourceOf(h));
+        break;
+      }
+      case 'ComputeResource': {
+        const h = w.computeResourceHost(obj.value);
+        if (path === 'name') return h.name;
+        if (path === 'resourcePool') return moref('ResourcePool', w.resourcePoolOf(h));
+        if (path === 'host') return arrayOf(MOREF_TYPE, [moref('HostSystem', h.moref)]);
+        if (path === 'datastore')
+          return arrayOf(
+            MOREF_TYPE,
+            h.datastores.map((d) => moref('Datastore', d)),
+          );
+        if (path === 'parent') return moref('Folder', HOST_FOLDER);
+        break;
+      }
+      case 'ResourcePool': {
+        const h = w.resourcePoolHost(obj.value);
+        if (path === 'name') return 'Resources';
+        if (path === 'owner' || path === 'parent') return moref('ComputeResource', w.computeResourceOf(h));
         break;
       }
       case 'Datastore': {

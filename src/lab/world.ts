@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { arrayOf, moref, typed, type MoRef, type VimObject, type VimValue } from '../vsphere/wire/values.js';
+import {
+  arrayOf,
+  isMoRef as isMoRefValue,
+  moref,
+  typed,
+  type MoRef,
+  type VimObject,
+  type VimValue,
+} from '../vsphere/wire/values.js';
 import {
   createAttachRecord,
   deleteAttachRecord,
@@ -153,6 +161,14 @@ export interface TaskState {
 }
 
 export const HOTADD_CONTROLLER = 1001;
+
+/** The SCSI controller types CreateVM_Task accepts. */
+const SCSI_CONTROLLERS = new Set([
+  'VirtualLsiLogicController',
+  'VirtualLsiLogicSASController',
+  'ParaVirtualSCSIController',
+  'VirtualBusLogicController',
+]);
 
 /** Options of a QueryChangedDiskAreas window. */
 export interface CbtWindowing {
@@ -439,10 +455,7 @@ export class LabWorld {
       case ROOT_FOLDER:
         return [...sub, moref('Datacenter', this.state.datacenter.moref)];
       case HOST_FOLDER:
-        return [
-          ...sub,
-          ...this.state.hosts.map((h) => moref('ComputeResource', `domain-s${h.moref.slice(5)}`)),
-        ];
+        return [...sub, ...this.state.hosts.map((h) => moref('ComputeResource', this.computeResourceOf(h)))];
       case DATASTORE_FOLDER:
         return [...sub, ...this.state.datastores.map((d) => moref('Datastore', d.moref))];
       default:
@@ -501,6 +514,41 @@ export class LabWorld {
     const d = this.state.datastores.find((x) => x.moref === ref);
     if (!d) throw this.notFound('Datastore', ref);
     return d;
+  }
+
+  /** The ComputeResource of a host: `domain-s<N>` for `host-<N>` (one per host, as standalone hosts). */
+  computeResourceOf(host: HostState): string {
+    return `domain-s${host.moref.slice(5)}`;
+  }
+
+  /** The root ResourcePool of a host's ComputeResource: `resgroup-<N>` for `host-<N>`. */
+  resourcePoolOf(host: HostState): string {
+    return `resgroup-${host.moref.slice(5)}`;
+  }
+
+  /** The host of ComputeResource `domain-s<N>`. */
+  computeResourceHost(ref: string): HostState {
+    const h = this.state.hosts.find((x) => this.computeResourceOf(x) === ref);
+    if (!h) throw this.notFound('ComputeResource', ref);
+    return h;
+  }
+
+  /** The host of ResourcePool `resgroup-<N>` (the root pool of its ComputeResource). */
+  resourcePoolHost(ref: string): HostState {
+    const h = this.state.hosts.find((x) => this.resourcePoolOf(x) === ref);
+    if (!h) throw this.notFound('ResourcePool', ref);
+    return h;
+  }
+
+  /** True for the datacenter's vm folder and every folder below it. */
+  isVmFolder(ref: string): boolean {
+    let f: FolderState | undefined = this.folder(ref);
+    while (f) {
+      if (f.moref === VM_FOLDER) return true;
+      const p: MoRef | undefined = f.parent;
+      f = p?.type === 'Folder' ? this.state.folders.find((x) => x.moref === p.value) : undefined;
+    }
+    return false;
   }
 
   // --- CBT ------------------------------------------------------------------------------------
@@ -636,21 +684,26 @@ export class LabWorld {
     }
   }
 
-  /** Starts a task on `vm` that runs `action` after the configured duration, reporting progress. */
+  /**
+   * Starts a task on `target` that runs `action` after the configured duration, reporting
+   * progress. A VM must be writable (checkWritable) and is busy until the task ends; a folder
+   * (CreateVM_Task) is only the task's entity and never busy.
+   */
   startTask(
     descriptionId: string,
-    vm: VmState,
+    target: VmState | FolderState,
     action: () => VimValue | undefined,
     failWith?: LabFault,
   ): MoRef {
-    this.checkWritable(vm);
+    const vm = 'disks' in target ? target : undefined;
+    if (vm) this.checkWritable(vm);
     const ref = this.id('task');
     const now = new Date().toISOString();
     const task: TaskState = {
       moref: ref,
       descriptionId,
-      entity: moref('VirtualMachine', vm.moref),
-      entityName: vm.name,
+      entity: moref(vm ? 'VirtualMachine' : 'Folder', target.moref),
+      entityName: target.name,
       state: 'running',
       progress: 0,
       error: undefined,
@@ -661,7 +714,7 @@ export class LabWorld {
       eventChainId: this.state.next++,
     };
     this.tasks.set(ref, task);
-    this.busy.set(vm.moref, ref);
+    if (vm) this.busy.set(vm.moref, ref);
     const duration = this.taskDurationMs;
     const steps = duration > 0 ? 4 : 0;
     for (let i = 1; i < steps; i++) {
@@ -687,7 +740,7 @@ export class LabWorld {
         task.progress = undefined;
       } finally {
         task.completeTime = new Date().toISOString();
-        this.busy.delete(vm.moref);
+        if (vm) this.busy.delete(vm.moref);
         this.save();
       }
     };
@@ -1128,6 +1181,302 @@ export class LabWorld {
       deviceIndex: index,
       property: 'device.key',
     });
+  }
+
+  // --- CreateVM -------------------------------------------------------------------------------
+
+  /**
+   * CreateVM_Task on `folderRef`: validates synchronously what vCenter validates before creating
+   * the task (folder, pool and host, name, DuplicateName, datastore, device specs), then a task
+   * on the folder creates the VM (directory, base disks, inventory) and returns its MoRef.
+   */
+  createVm(
+    folderRef: MoRef,
+    config: VimObject | undefined,
+    poolRef: VimValue | undefined,
+    hostRef: VimValue | undefined,
+    failWith?: LabFault,
+  ): MoRef {
+    const folder = this.folder(folderRef.value);
+    if (folderRef.type !== 'Folder' || !this.isVmFolder(folder.moref)) {
+      throw new LabFault(
+        'NotSupported',
+        `CreateVM_Task needs a VM folder; ${folderRef.type} ${folderRef.value} (${folder.name}) is not one`,
+      );
+    }
+    if (!isMoRefValue(poolRef) || poolRef.type !== 'ResourcePool') {
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: pool', {
+        invalidProperty: 'pool',
+      });
+    }
+    const host = this.resourcePoolHost(poolRef.value);
+    if (hostRef !== undefined) {
+      if (!isMoRefValue(hostRef) || hostRef.type !== 'HostSystem' || this.host(hostRef.value) !== host) {
+        throw new LabFault(
+          'InvalidArgument',
+          `A specified parameter was not correct: host (not a host of ComputeResource ${this.computeResourceOf(host)})`,
+          { invalidProperty: 'host' },
+        );
+      }
+    }
+    const spec = config ?? { _type: 'VirtualMachineConfigSpec' };
+    const name = typeof spec.name === 'string' ? spec.name : '';
+    if (name === '') {
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: name', {
+        invalidProperty: 'name',
+      });
+    }
+    if (/[/\\\0]/.test(name) || name === '.' || name === '..' || name.length > 80) {
+      throw new LabFault('InvalidName', `The name '${name}' is not valid for a VM in the lab.`, { name });
+    }
+    this.checkDuplicateName(folder, name);
+    if (host.license === 'free') {
+      throw new LabFault(
+        'RestrictedVersion',
+        'Current license or ESXi version prohibits execution of the requested operation.',
+      );
+    }
+    const files = (spec.files ?? {}) as VimObject;
+    const vmPathName = typeof files.vmPathName === 'string' ? files.vmPathName : '';
+    if (vmPathName === '') {
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: files.vmPathName', {
+        invalidProperty: 'files.vmPathName',
+      });
+    }
+    const m = /^\[([^\]]+)\]\s*(.*)$/.exec(vmPathName);
+    const ds = m ? this.state.datastores.find((d) => d.name === m[1]) : undefined;
+    if (!ds) {
+      throw new LabFault('InvalidDatastorePath', `Invalid datastore path '${vmPathName}'.`, {
+        datastorePath: vmPathName,
+        ...(m ? { name: m[1]! } : {}),
+      });
+    }
+    if (!host.datastores.includes(ds.moref)) {
+      throw new LabFault(
+        'InvalidDatastore',
+        `Datastore ${ds.name} is not accessible from host ${host.name}.`,
+        {
+          datastore: moref('Datastore', ds.moref),
+          name: ds.name,
+        },
+      );
+    }
+    const uuid = (key: 'uuid' | 'instanceUuid'): string | undefined => {
+      const v = spec[key];
+      if (v === undefined) return undefined;
+      if (
+        typeof v !== 'string' ||
+        !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)
+      ) {
+        throw new LabFault('InvalidArgument', `A specified parameter was not correct: ${key}`, {
+          invalidProperty: key,
+        });
+      }
+      return v.toLowerCase();
+    };
+    const biosUuid = uuid('uuid');
+    const instanceUuid = uuid('instanceUuid');
+    const plan = this.planDevices((spec.deviceChange as VimObject[] | undefined) ?? [], ds.name);
+    return this.startTask(
+      'Folder.createVm',
+      folder,
+      () => {
+        this.checkDuplicateName(folder, name);
+        const dir = join(this.root, 'datastores', ds.name, name);
+        if (existsSync(dir)) {
+          throw new LabFault(
+            'FileAlreadyExists',
+            `Cannot complete the operation because the file or folder [${ds.name}] ${name} already exists`,
+            {
+              file: `[${ds.name}] ${name}`,
+            },
+          );
+        }
+        const inst =
+          instanceUuid === undefined || this.state.vms.some((v) => v.instanceUuid === instanceUuid)
+            ? randomUUID()
+            : instanceUuid;
+        const vm: VmState = {
+          moref: this.id('vm'),
+          name,
+          folder: folder.moref,
+          host: host.moref,
+          datastore: ds.moref,
+          biosUuid: biosUuid ?? randomUUID(),
+          instanceUuid: inst,
+          powerState: 'poweredOff',
+          template: false,
+          tools: false,
+          proxy: false,
+          cbtEnabled: false,
+          cbtPendingStun: false,
+          controllers: plan.controllers.map((c) => ({
+            key: 1000 + c.busNumber,
+            type: c.type,
+            busNumber: c.busNumber,
+          })),
+          disks: [],
+          extraConfig: [],
+          snapshots: [],
+          currentSnapshot: undefined,
+          pendingMerges: [],
+        };
+        const realKey = new Map(plan.controllers.map((c) => [c.key, 1000 + c.busNumber]));
+        mkdirSync(dir, { recursive: true });
+        try {
+          plan.disks.forEach((d, i) => {
+            const ck = realKey.get(d.controllerKey)!;
+            const stem = i === 0 ? name : `${name}_${i}`;
+            createBaseDisk(join(dir, `${stem}.vmdk`), d.capacity, { uuid: newDdbUuid() });
+            const dsPath = `[${ds.name}] ${name}/${stem}.vmdk`;
+            vm.disks.push({
+              key: 2000 + (ck - 1000) * 16 + d.unitNumber,
+              controllerKey: ck,
+              unitNumber: d.unitNumber,
+              capacity: d.capacity,
+              label: `Hard disk ${i + 1}`,
+              base: dsPath,
+              top: dsPath,
+            });
+          });
+        } catch (err) {
+          rmSync(dir, { recursive: true, force: true });
+          throw err;
+        }
+        this.state.vms.push(vm);
+        return moref('VirtualMachine', vm.moref);
+      },
+      failWith,
+    );
+  }
+
+  private checkDuplicateName(folder: FolderState, name: string): void {
+    const existing = this.state.vms.find((v) => v.folder === folder.moref && v.name === name);
+    if (existing) {
+      throw new LabFault('DuplicateName', `The name '${name}' already exists.`, {
+        name,
+        object: moref('VirtualMachine', existing.moref),
+      });
+    }
+  }
+
+  /**
+   * The controllers and disks of a CreateVM deviceChange. Accepted: `add` of a SCSI controller
+   * (`key`, `busNumber` 0-3) and `add` + fileOperation `create` of a VirtualDisk on one of those
+   * controllers (by key) with a FlatVer2 backing whose `fileName` is '' or `[<the VM's
+   * datastore>]`; anything else is InvalidDeviceSpec naming the entry and the property.
+   */
+  private planDevices(
+    changes: VimObject[],
+    dsName: string,
+  ): {
+    controllers: { key: number; type: string; busNumber: number }[];
+    disks: { controllerKey: number; unitNumber: number; capacity: number }[];
+  } {
+    const bad = (i: number, property: string, why: string): LabFault =>
+      new LabFault('InvalidDeviceSpec', `Invalid configuration for device '${i}': ${why}`, {
+        deviceIndex: i,
+        property,
+      });
+    const controllers: { key: number; type: string; busNumber: number }[] = [];
+    const diskSpecs: [number, VimObject][] = [];
+    for (const [i, c] of changes.entries()) {
+      const dev = (c.device ?? { _type: 'VirtualDevice' }) as VimObject;
+      if (c.operation !== 'add') {
+        throw bad(i, 'operation', `CreateVM only adds devices (operation ${String(c.operation)})`);
+      }
+      if (SCSI_CONTROLLERS.has(dev._type)) {
+        if (c.fileOperation !== undefined) throw bad(i, 'fileOperation', 'a controller has no file');
+        if (typeof dev.key !== 'number' || controllers.some((x) => x.key === dev.key)) {
+          throw bad(i, 'device.key', `controller key ${String(dev.key)} is missing or not unique`);
+        }
+        const bus = dev.busNumber;
+        if (typeof bus !== 'number' || !Number.isInteger(bus) || bus < 0 || bus > 3) {
+          throw bad(i, 'device.busNumber', `SCSI bus number ${String(bus)} is not 0-3`);
+        }
+        if (controllers.some((x) => x.busNumber === bus)) {
+          throw bad(i, 'device.busNumber', `SCSI bus ${bus} is already used`);
+        }
+        controllers.push({ key: dev.key, type: dev._type, busNumber: bus });
+      } else if (dev._type === 'VirtualDisk') {
+        if (c.fileOperation !== 'create') {
+          throw bad(
+            i,
+            'fileOperation',
+            `CreateVM only creates new disks (fileOperation ${String(c.fileOperation)})`,
+          );
+        }
+        diskSpecs.push([i, dev]);
+      } else {
+        throw bad(i, 'device', `the lab does not create ${dev._type} devices`);
+      }
+    }
+    const used = new Map<number, Set<number>>(controllers.map((c) => [c.key, new Set([7])]));
+    const disks: { controllerKey: number; unitNumber: number; capacity: number; index: number }[] = [];
+    for (const [i, dev] of diskSpecs) {
+      const ck = dev.controllerKey;
+      const units = typeof ck === 'number' ? used.get(ck) : undefined;
+      if (!units) throw bad(i, 'device.controllerKey', `no controller with key ${String(ck)} in the spec`);
+      const unit = dev.unitNumber;
+      if (unit !== undefined) {
+        if (typeof unit !== 'number' || !Number.isInteger(unit) || unit < 0 || unit > 15 || units.has(unit)) {
+          throw bad(i, 'device.unitNumber', `unit ${String(unit)} of controller ${ck} is not free`);
+        }
+        units.add(unit);
+      }
+      const inBytes = dev.capacityInBytes;
+      const inKb = dev.capacityInKB;
+      const raw =
+        inBytes !== undefined
+          ? inBytes
+          : typeof inKb === 'number' || typeof inKb === 'bigint'
+            ? BigInt(inKb) * 1024n
+            : undefined;
+      const cap = typeof raw === 'number' || typeof raw === 'bigint' ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(cap) || cap <= 0 || cap % 512 !== 0) {
+        throw bad(
+          i,
+          inBytes !== undefined ? 'device.capacityInBytes' : 'device.capacityInKB',
+          `capacity ${String(raw)} bytes is not a positive multiple of 512`,
+        );
+      }
+      const backing = (dev.backing ?? { _type: 'VirtualDiskFlatVer2BackingInfo' }) as VimObject;
+      if (backing._type !== 'VirtualDiskFlatVer2BackingInfo') {
+        throw bad(
+          i,
+          'device.backing',
+          `the lab creates VirtualDiskFlatVer2BackingInfo disks, not ${backing._type}`,
+        );
+      }
+      const fileName = typeof backing.fileName === 'string' ? backing.fileName.trim() : '';
+      if (fileName !== '' && /^\[([^\]]+)\]$/.exec(fileName)?.[1] !== dsName) {
+        throw bad(
+          i,
+          'device.backing.fileName',
+          `the lab creates disks only as the default file in the VM's folder ('' or '[${dsName}]'), not ${fileName}`,
+        );
+      }
+      const mode = backing.diskMode ?? 'persistent';
+      if (mode !== 'persistent') {
+        throw bad(i, 'device.backing.diskMode', `the lab creates persistent disks only, not ${String(mode)}`);
+      }
+      disks.push({
+        controllerKey: ck as number,
+        unitNumber: typeof unit === 'number' ? unit : -1,
+        capacity: cap,
+        index: i,
+      });
+    }
+    for (const d of disks) {
+      if (d.unitNumber >= 0) continue;
+      const units = used.get(d.controllerKey)!;
+      let u = 0;
+      while (units.has(u)) u++;
+      if (u > 15) throw bad(d.index, 'device.unitNumber', `controller ${d.controllerKey} has no free unit`);
+      units.add(u);
+      d.unitNumber = u;
+    }
+    return { controllers, disks };
   }
 
   // --- Property views -------------------------------------------------------------------------

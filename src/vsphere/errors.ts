@@ -79,6 +79,11 @@ const HINTS: Record<string, string> = {
   MethodNotFound: 'the server does not implement this method',
   InvalidArgument: 'the server rejected an argument',
   NotFound: 'the object asked for does not exist',
+  DuplicateName: 'an object of that name exists there already; choose another name or remove it',
+  FileAlreadyExists: 'the file or folder exists on the datastore already; choose another name or remove it',
+  InvalidDatastore: 'the datastore cannot be used from that host',
+  InvalidDatastorePath: 'the datastore path is malformed or names no datastore',
+  InvalidDeviceSpec: 'a device in the configuration was refused',
 };
 
 /** A vim25 fault, from a SOAP fault, a task error or a `missingSet` entry. */

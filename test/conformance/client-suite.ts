@@ -3,6 +3,8 @@ import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import type { VimClient } from '../../src/vsphere/client.js';
 import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
+import { createVm, placementFor } from '../../src/vsphere/create-vm.js';
+import { parseControllers } from '../../src/vsphere/disks.js';
 import { ManagedObjectNotFoundError } from '../../src/vsphere/errors.js';
 import {
   findSelfVm,
@@ -152,5 +154,40 @@ export function registerClientSuite(target: ClientTarget): void {
     const ds = await listDatastores(client);
     const local = target.localFile(source.fileName, ds);
     if (local !== undefined) assert.ok(existsSync(local), `${local} still exists after the detach`);
+  });
+
+  test(`${target.name}: create a VM with a SCSI controller and two thin disks, laid out as asked`, async () => {
+    const MiB = 1024 * 1024;
+    const ds = /^\[([^\]]+)\]/.exec(vms.find((v) => v.disks.length > 0)!.disks[0]!.fileName)![1]!;
+    const place = await placementFor(client, ds);
+    const spec = {
+      name: `vbproxy-created-${process.pid}`,
+      ...place,
+      datastore: ds,
+      controllers: [{ key: 1, type: 'ParaVirtualSCSIController', busNumber: 0 }],
+      disks: [
+        { controllerKey: 1, unitNumber: 0, capacityBytes: 64 * MiB },
+        { controllerKey: 1, unitNumber: 1, capacityBytes: 8 * MiB },
+      ],
+    };
+    const vm = await createVm(client, spec);
+    assert.equal(vm.name, spec.name);
+    assert.equal(vm.powerState, 'poweredOff');
+    const ctrl = [...parseControllers(vm.devices).values()].find((c) => c.scsi && c.busNumber === 0);
+    assert.ok(ctrl, 'a SCSI controller on bus 0');
+    assert.equal(ctrl.type, 'ParaVirtualSCSIController');
+    assert.deepEqual(
+      vm.disks
+        .filter((d) => d.controllerKey === ctrl.key)
+        .map((d) => [d.unitNumber, d.capacityBytes, d.fileName.startsWith(`[${ds}]`)]),
+      [
+        [0, 64 * MiB, true],
+        [1, 8 * MiB, true],
+      ],
+    );
+    assert.ok(
+      (await listVms(client)).some((v) => v.ref.value === vm.ref.value),
+      'listed with the other VMs',
+    );
   });
 }

@@ -96,3 +96,33 @@ test('a restore point restored into the disks of an existing powered-off VM thro
   assert.equal(bad.errorCode, 'RESTORE_VM_POWERED_ON');
   assert.match(bad.errorMessage ?? '', /web01 .* is poweredOn: power it off before restoring/);
 });
+
+test('a restore point restored into a new VM created from the configuration it keeps', async () => {
+  const [p] = await listRestorePoints(e.db.pool, { vmMoref: e.morefs.get('db01') });
+  assert.ok(p, 'the first test left restore points');
+  const expect0 = e.diskHash('db01', 2000);
+  const expect1 = e.diskHash('db01', 2001);
+  const id = await e.restore(p.id, { kind: 'new-vm', vcenterId: e.vcenterId, name: 'db01-restored' });
+  const j = await e.waitJob(id);
+  assert.equal(j.state, 'succeeded', j.errorMessage ?? '');
+  // The same layout as db01 (SCSI 0:0 and 0:1, same capacities), powered off, holding db01's data.
+  const vm = e.lab.world.vmByRefOrName('db01-restored');
+  const source = e.lab.world.vmByRefOrName('db01');
+  assert.equal(vm.powerState, 'poweredOff');
+  assert.deepEqual(
+    vm.disks.map((d) => [d.controllerKey, d.unitNumber, d.capacity]),
+    source.disks.map((d) => [d.controllerKey, d.unitNumber, d.capacity]),
+  );
+  assert.equal(e.diskHash('db01-restored', 2000), expect0);
+  assert.equal(e.diskHash('db01-restored', 2001), expect1);
+  const events = await e.events(id);
+  assert.ok(events.some((ev) => /created VM db01-restored \(vm-\d+\)/.test(ev.message)));
+
+  // The name is taken now: the next restore to it fails before writing anything, naming the fault.
+  const dup = await e.waitJob(
+    await e.restore(p.id, { kind: 'new-vm', vcenterId: e.vcenterId, name: 'db01-restored' }),
+  );
+  assert.equal(dup.state, 'failed');
+  assert.equal(dup.errorCode, 'RESTORE_NEW_VM_FAILED');
+  assert.match(dup.errorMessage ?? '', /cannot create VM db01-restored .*DuplicateName/);
+});

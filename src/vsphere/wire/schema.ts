@@ -186,6 +186,9 @@ t('VmConfigFault', 'VimFault');
 t('InvalidVmConfig', 'VmConfigFault', 'property?:xsd:string');
 t('InvalidDeviceSpec', 'InvalidVmConfig', 'deviceIndex:xsd:int');
 t('InvalidDeviceOperation', 'InvalidDeviceSpec', 'badOp?:xsd:string', 'badFileOp?:xsd:string');
+t('DuplicateName', 'VimFault', 'name:xsd:string', `object:${MOR}`);
+t('InvalidDatastore', 'VimFault', `datastore?:${MOR}`, 'name?:xsd:string');
+t('InvalidDatastorePath', 'InvalidDatastore', 'datastorePath:xsd:string');
 t('InvalidCollectorVersion', 'MethodFault');
 t('InvalidProperty', 'MethodFault', 'name:xsd:string');
 
@@ -308,11 +311,25 @@ t(
   'device:VirtualDevice',
 );
 t(
+  'VirtualMachineFileInfo',
+  'DynamicData',
+  'vmPathName?:xsd:string',
+  'snapshotDirectory?:xsd:string',
+  'suspendDirectory?:xsd:string',
+  'logDirectory?:xsd:string',
+);
+t(
   'VirtualMachineConfigSpec',
   'DynamicData',
   'changeVersion?:xsd:string',
   'name?:xsd:string',
+  'uuid?:xsd:string',
+  'instanceUuid?:xsd:string',
+  'guestId?:xsd:string',
   'annotation?:xsd:string',
+  'files?:VirtualMachineFileInfo',
+  'numCPUs?:xsd:int',
+  'memoryMB?:xsd:long',
   'deviceChange[]:VirtualDeviceConfigSpec',
   'extraConfig[]:OptionValue',
   'changeTrackingEnabled?:xsd:boolean',
@@ -449,6 +466,15 @@ op(
   `returnval:${MOR}`,
   `_this:${MOR}`,
   'spec:VirtualMachineConfigSpec',
+);
+op(
+  'CreateVM_Task',
+  'CreateVMRequestType',
+  `returnval:${MOR}`,
+  `_this:${MOR}`,
+  'config:VirtualMachineConfigSpec',
+  `pool:${MOR}`,
+  `host?:${MOR}`,
 );
 op(
   'CreateSnapshot_Task',

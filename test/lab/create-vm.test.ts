@@ -1,0 +1,298 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { VimClient } from '../../src/vsphere/client.js';
+import {
+  FileFaultError,
+  InvalidArgumentError,
+  ManagedObjectNotFoundError,
+  VimFaultError,
+} from '../../src/vsphere/errors.js';
+import { getVm } from '../../src/vsphere/inventory.js';
+import { retrieveOne } from '../../src/vsphere/property.js';
+import { runTask } from '../../src/vsphere/tasks.js';
+import { isMoRef, moref, type MoRef, type VimObject, type VimValue } from '../../src/vsphere/wire/values.js';
+import { testDefinition, withLab, type TestLab } from './support.js';
+
+/** CreateVM_Task in the lab vSphere (ComputeResource, ResourcePool, the VM it creates, its faults). */
+
+const GiB = 1024 ** 3;
+let t: TestLab;
+let c: VimClient;
+let esx1: MoRef;
+let esx2: MoRef;
+let prod: MoRef;
+let pool1: MoRef;
+
+const find = async (path: string): Promise<MoRef> => {
+  const r = await c.call('FindByInventoryPath', {
+    _this: c.serviceContent.searchIndex!,
+    inventoryPath: path,
+  });
+  assert.ok(isMoRef(r), `nothing at ${path}`);
+  return r;
+};
+
+const props = async (obj: MoRef, paths: string[]): Promise<ReadonlyMap<string, VimValue>> =>
+  (await retrieveOne(c, obj, paths)).props;
+
+const lsi = (key: number, busNumber: number): VimObject => ({
+  _type: 'VirtualDeviceConfigSpec',
+  operation: 'add',
+  device: { _type: 'VirtualLsiLogicController', key, busNumber, sharedBus: 'noSharing' },
+});
+
+const disk = (
+  controllerKey: number,
+  capacity: { bytes?: number; kb?: number },
+  fileName = '',
+): VimObject => ({
+  _type: 'VirtualDeviceConfigSpec',
+  operation: 'add',
+  fileOperation: 'create',
+  device: {
+    _type: 'VirtualDisk',
+    key: -1,
+    backing: {
+      _type: 'VirtualDiskFlatVer2BackingInfo',
+      fileName,
+      diskMode: 'persistent',
+      thinProvisioned: true,
+    },
+    controllerKey,
+    capacityInKB: capacity.kb ?? 0,
+    ...(capacity.bytes !== undefined ? { capacityInBytes: capacity.bytes } : {}),
+  },
+});
+
+const config = (name: string, vmPathName: string, deviceChange: VimObject[] = []): VimObject => ({
+  _type: 'VirtualMachineConfigSpec',
+  name,
+  files: { _type: 'VirtualMachineFileInfo', vmPathName },
+  deviceChange,
+});
+
+const createVm = async (
+  folder: MoRef,
+  cfg: VimObject,
+  pool: MoRef = pool1,
+  host?: MoRef,
+): Promise<VimValue | undefined> =>
+  runTask(c, 'CreateVM_Task', { _this: folder, config: cfg, pool, ...(host ? { host } : {}) }, { pollMs: 5 });
+
+const fault =
+  (type: string, check: (f: VimObject, err: VimFaultError) => void = () => undefined) =>
+  (err: unknown): boolean => {
+    assert.ok(err instanceof VimFaultError, String(err));
+    assert.equal(err.faultType, type, err.message);
+    check(err.fault, err);
+    return true;
+  };
+
+before(async () => {
+  t = await withLab(
+    testDefinition({
+      hosts: [
+        { name: 'esx1', datastores: ['ds1', 'ds2'] },
+        { name: 'esx2', datastores: ['ds3'] },
+      ],
+      datastores: [{ name: 'ds1' }, { name: 'ds2' }, { name: 'ds3' }],
+      vms: [{ name: 'old01', folder: 'prod', disks: [{ sizeMiB: 1 }] }],
+      proxies: [],
+    }),
+  );
+  c = await t.connect();
+  esx1 = await find('dc1/host/esx1');
+  esx2 = await find('dc1/host/esx2');
+  prod = await find('dc1/vm/prod');
+  const cr = (await props(esx1, ['parent'])).get('parent');
+  assert.ok(isMoRef(cr));
+  const rp = (await props(cr, ['resourcePool'])).get('resourcePool');
+  assert.ok(isMoRef(rp));
+  pool1 = rp;
+});
+after(async () => {
+  await t.close();
+});
+
+describe('ComputeResource and ResourcePool', () => {
+  test('each host has a ComputeResource with a root pool "Resources"', async () => {
+    const cr = (await props(esx1, ['parent'])).get('parent') as MoRef;
+    assert.deepEqual(cr, moref('ComputeResource', `domain-s${esx1.value.slice(5)}`));
+    const p = await props(cr, ['name', 'resourcePool', 'host', 'datastore', 'parent']);
+    assert.equal(p.get('name'), 'esx1');
+    assert.deepEqual(p.get('resourcePool'), moref('ResourcePool', `resgroup-${esx1.value.slice(5)}`));
+    assert.deepEqual(p.get('host'), [esx1]);
+    assert.deepEqual(p.get('datastore'), (await props(esx1, ['datastore'])).get('datastore'));
+    assert.deepEqual(p.get('parent'), moref('Folder', 'group-h4'));
+    const rp = await props(pool1, ['name', 'owner', 'parent']);
+    assert.equal(rp.get('name'), 'Resources');
+    assert.deepEqual(rp.get('owner'), cr);
+    assert.deepEqual(rp.get('parent'), cr);
+  });
+
+  test('unknown ones are ManagedObjectNotFound', async () => {
+    await assert.rejects(
+      props(moref('ComputeResource', 'domain-s999'), ['name']),
+      ManagedObjectNotFoundError,
+    );
+    await assert.rejects(props(moref('ResourcePool', 'resgroup-999'), ['name']), ManagedObjectNotFoundError);
+  });
+});
+
+describe('CreateVM_Task', () => {
+  let created: MoRef;
+
+  test('creates a powered-off VM with an LSI Logic controller and two sparse disks', async () => {
+    const uuid = '4A1C2B3D-1111-4000-8000-0000000000AA';
+    const result = await createVm(prod, {
+      ...config('new01', '[ds2]', [
+        lsi(-100, 0),
+        disk(-100, { bytes: GiB }),
+        disk(-100, { kb: 64 * 1024 }, '[ds2]'),
+      ]),
+      uuid,
+    });
+    assert.ok(isMoRef(result) && result.type === 'VirtualMachine', JSON.stringify(result));
+    created = result;
+    const vm = await getVm(c, created);
+    assert.equal(vm.name, 'new01');
+    assert.equal(vm.powerState, 'poweredOff');
+    assert.equal(vm.template, false);
+    assert.equal(vm.cbtEnabled, false);
+    assert.equal(vm.biosUuid, uuid.toLowerCase());
+    assert.match(vm.instanceUuid ?? '', /^[0-9a-f-]{36}$/);
+    assert.deepEqual(vm.host, esx1);
+    assert.deepEqual(
+      vm.disks.map((d) => [d.key, d.controllerKey, d.unitNumber, d.capacityBytes, d.fileName, d.label]),
+      [
+        [2000, 1000, 0, GiB, '[ds2] new01/new01.vmdk', 'Hard disk 1'],
+        [2001, 1000, 1, 64 * 1024 ** 2, '[ds2] new01/new01_1.vmdk', 'Hard disk 2'],
+      ],
+    );
+    const controllers = (vm.devices as VimObject[]).filter((d) => d._type === 'VirtualLsiLogicController');
+    assert.deepEqual(
+      controllers.map((d) => [d.key, d.busNumber, d.device]),
+      [[1000, 0, [2000, 2001]]],
+    );
+    const dir = join(t.dir, 'datastores', 'ds2', 'new01');
+    for (const f of ['new01.vmdk', 'new01_1.vmdk']) assert.ok(existsSync(join(dir, f)), f);
+    // The flat extents are sparse: nothing close to 1 GiB was written.
+    const flat = readFileSync(join(dir, 'new01.vmdk'), 'utf8').match(/"([^"]+-flat\.vmdk)"/)?.[1];
+    assert.ok(flat, 'descriptor names its extent');
+    const st = statSync(join(dir, flat));
+    assert.equal(st.size, GiB);
+    assert.ok(st.blocks * 512 < 1024 ** 2, `extent allocates ${st.blocks * 512} bytes`);
+  });
+
+  test('the new VM is in its folder, found by UUID, listed in views, and persisted', async () => {
+    assert.deepEqual((await props(created, ['parent'])).get('parent'), prod);
+    const p = await props(created, ['config.files.vmPathName', 'datastore', 'config.instanceUuid']);
+    assert.equal(p.get('config.files.vmPathName'), '[ds2] new01/new01.vmx');
+    assert.deepEqual((await props(prod, ['childEntity'])).get('childEntity'), [
+      await find('dc1/vm/prod/old01'),
+      created,
+    ]);
+    assert.deepEqual(await find('dc1/vm/prod/new01'), created);
+    const byUuid = await c.call('FindByUuid', {
+      _this: c.serviceContent.searchIndex!,
+      uuid: '4a1c2b3d-1111-4000-8000-0000000000aa',
+      vmSearch: true,
+      instanceUuid: false,
+    });
+    assert.deepEqual(byUuid, created);
+    const byInstance = await c.call('FindByUuid', {
+      _this: c.serviceContent.searchIndex!,
+      uuid: p.get('config.instanceUuid') as string,
+      vmSearch: true,
+      instanceUuid: true,
+    });
+    assert.deepEqual(byInstance, created);
+    const saved = JSON.parse(readFileSync(join(t.dir, 'state', 'inventory.json'), 'utf8')) as {
+      vms: { moref: string; name: string }[];
+    };
+    assert.ok(saved.vms.some((v) => v.moref === created.value && v.name === 'new01'));
+  });
+
+  test('a VM without devices, with the default host given explicitly, is valid', async () => {
+    const vmFolder = moref('Folder', 'group-v3');
+    const result = await createVm(vmFolder, config('empty01', '[ds1] empty01/empty01.vmx'), pool1, esx1);
+    assert.ok(isMoRef(result));
+    const vm = await getVm(c, result);
+    assert.equal(vm.disks.length, 0);
+    assert.deepEqual(vm.devices, []);
+    assert.ok(existsSync(join(t.dir, 'datastores', 'ds1', 'empty01')));
+  });
+
+  test('the same name in the same folder is DuplicateName, before any task', async () => {
+    await assert.rejects(
+      createVm(prod, config('new01', '[ds1]')),
+      fault('DuplicateName', (f, err) => {
+        assert.equal(f.name, 'new01');
+        assert.deepEqual(f.object, created);
+        assert.equal(err.task, undefined);
+      }),
+    );
+  });
+
+  test('an unknown datastore is InvalidDatastorePath; one the host cannot see is InvalidDatastore', async () => {
+    await assert.rejects(
+      createVm(prod, config('x01', '[nods] x01/x01.vmx')),
+      fault('InvalidDatastorePath', (f) => assert.equal(f.datastorePath, '[nods] x01/x01.vmx')),
+    );
+    await assert.rejects(
+      createVm(prod, config('x01', '[ds3]')),
+      fault('InvalidDatastore', (f) => assert.equal(f.name, 'ds3')),
+    );
+    assert.equal(existsSync(join(t.dir, 'datastores', 'ds3', 'x01')), false);
+  });
+
+  test('a disk on a controller the spec lacks, or a bad capacity, is InvalidDeviceSpec', async () => {
+    await assert.rejects(
+      createVm(prod, config('x02', '[ds1]', [lsi(-100, 0), disk(-101, { kb: 1024 })])),
+      fault('InvalidDeviceSpec', (f) => {
+        assert.equal(f.deviceIndex, 1);
+        assert.equal(f.property, 'device.controllerKey');
+      }),
+    );
+    await assert.rejects(
+      createVm(prod, config('x02', '[ds1]', [lsi(-100, 0), disk(-100, { bytes: 1000 })])),
+      fault('InvalidDeviceSpec', (f) => assert.equal(f.property, 'device.capacityInBytes')),
+    );
+    await assert.rejects(
+      createVm(prod, config('x02', '[ds1]', [lsi(-100, 0), lsi(-101, 0)])),
+      fault('InvalidDeviceSpec', (f) => assert.equal(f.property, 'device.busNumber')),
+    );
+    assert.equal(existsSync(join(t.dir, 'datastores', 'ds1', 'x02')), false);
+  });
+
+  test('an existing VM directory fails the task with FileAlreadyExists', async () => {
+    mkdirSync(join(t.dir, 'datastores', 'ds1', 'stale01'));
+    await assert.rejects(
+      createVm(prod, config('stale01', '[ds1]', [lsi(-100, 0), disk(-100, { kb: 1024 })])),
+      (err: unknown) => {
+        assert.ok(err instanceof FileFaultError, String(err));
+        assert.equal(err.faultType, 'FileAlreadyExists');
+        assert.equal(err.fault.file, '[ds1] stale01');
+        assert.ok(err.task !== undefined);
+        return true;
+      },
+    );
+  });
+
+  test('placement: a host outside the pool, a missing name, a non-VM folder', async () => {
+    await assert.rejects(
+      createVm(prod, config('x03', '[ds1]'), pool1, esx2),
+      (err: unknown) => err instanceof InvalidArgumentError && err.fault.invalidProperty === 'host',
+    );
+    await assert.rejects(
+      createVm(prod, config('', '[ds1]')),
+      (err: unknown) => err instanceof InvalidArgumentError && err.fault.invalidProperty === 'name',
+    );
+    await assert.rejects(
+      createVm(moref('Folder', 'group-h4'), config('x03', '[ds1]')),
+      fault('NotSupported'),
+    );
+  });
+});
