@@ -188,11 +188,11 @@ export async function runRestoreJob(
 }
 
 /**
- * Creates the powered-off VM of a restore to a new VM, with the disk layout kept in the restore
- * point (same controller types and bus numbers, same units, same capacities, thin), on the target
- * datastore or else the one the first disk was on, in the target folder or else the datacenter's
- * VM folder. Returns each restored disk's new counterpart (matched by bus and unit, since vCenter
- * assigns new device keys).
+ * Creates the powered-off VM of a restore to a new VM, with the guest OS type, vCPUs, memory and
+ * disk layout kept in the restore point (same controller types and bus numbers, same units, same
+ * capacities, thin), on the target datastore or else the one the first disk was on, in the target
+ * folder or else the datacenter's VM folder. Returns each restored disk's new counterpart (matched
+ * by bus and unit, since vCenter assigns new device keys).
  */
 async function createTargetVm(
   client: VimClient,
@@ -224,6 +224,9 @@ async function createTargetVm(
       datastore,
       controllers: layout.controllers,
       disks: layout.disks,
+      guestId: config.guestId ?? undefined,
+      numCPUs: config.numCPU ?? undefined,
+      memoryMB: config.memoryMB ?? undefined,
       signal: ctl.signal,
     });
   } catch (err) {

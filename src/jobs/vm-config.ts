@@ -6,7 +6,7 @@ import { JobError } from './errors.js';
 
 /**
  * The VM configuration a backup keeps (encrypted) in the restore point's manifest: what a restore
- * to a new VM needs to give it the same disk layout. Points written before `controllers` was kept
+ * to a new VM needs to give it the same guest OS type, vCPUs, memory and disk layout. Points written before `controllers` was kept
  * have none: their disks' controllers are then taken to be LSI Logic SCSI controllers, in
  * controller key order (vSphere numbers SCSI controller n's key 1000 + n).
  */
@@ -14,6 +14,9 @@ const vmConfigSchema = z.object({
   name: z.string(),
   biosUuid: z.string().nullable().optional(),
   instanceUuid: z.string().nullable().optional(),
+  guestId: z.string().nullable().optional(),
+  numCPU: z.number().int().positive().nullable().optional(),
+  memoryMB: z.number().int().positive().nullable().optional(),
   controllers: z
     .array(z.object({ key: z.number().int(), type: z.string(), busNumber: z.number().int() }))
     .optional(),
@@ -41,6 +44,9 @@ export function vmConfigOf(info: VmInfo): VmConfig {
     name: info.name,
     biosUuid: info.biosUuid ?? null,
     instanceUuid: info.instanceUuid ?? null,
+    guestId: info.guestId ?? null,
+    numCPU: info.numCPU ?? null,
+    memoryMB: info.memoryMB ?? null,
     controllers,
     disks: info.disks.map((d) => ({
       key: d.key,

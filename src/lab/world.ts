@@ -105,7 +105,18 @@ interface VmState {
   snapshots: SnapState[];
   currentSnapshot: string | undefined;
   pendingMerges: { child: string; parent: string }[];
+  /** Guest OS type, vCPUs and memory; absent in lab states saved before they were kept. */
+  hardware?: VmHardware;
 }
+
+interface VmHardware {
+  guestId: string;
+  numCPU: number;
+  memoryMB: number;
+}
+
+/** What the lab's own VMs report (and a lab saved before VMs had hardware). */
+const DEFAULT_HARDWARE: VmHardware = { guestId: 'otherLinux64Guest', numCPU: 2, memoryMB: 4096 };
 
 interface HostState {
   moref: string;
@@ -328,6 +339,7 @@ export class LabWorld {
       biosUuid: (v.biosUuid ?? randomUUID()).toLowerCase(),
       instanceUuid: (v.instanceUuid ?? randomUUID()).toLowerCase(),
       powerState: v.powerState,
+      hardware: { ...DEFAULT_HARDWARE },
       template: v.template,
       tools: v.tools,
       proxy,
@@ -1221,6 +1233,15 @@ export class LabWorld {
     }
     const spec = config ?? { _type: 'VirtualMachineConfigSpec' };
     const name = typeof spec.name === 'string' ? spec.name : '';
+    // vCenter's defaults when the spec leaves them out.
+    const hardware: VmHardware = {
+      guestId: typeof spec.guestId === 'string' && spec.guestId !== '' ? spec.guestId : 'otherGuest',
+      numCPU: typeof spec.numCPUs === 'number' && spec.numCPUs > 0 ? spec.numCPUs : 1,
+      memoryMB:
+        (typeof spec.memoryMB === 'number' || typeof spec.memoryMB === 'bigint') && spec.memoryMB > 0
+          ? Number(spec.memoryMB)
+          : 4,
+    };
     if (name === '') {
       throw new LabFault('InvalidArgument', 'A specified parameter was not correct: name', {
         invalidProperty: 'name',
@@ -1305,6 +1326,7 @@ export class LabWorld {
           biosUuid: biosUuid ?? randomUUID(),
           instanceUuid: inst,
           powerState: 'poweredOff',
+          hardware,
           template: false,
           tools: false,
           proxy: false,
@@ -1630,6 +1652,12 @@ export class LabWorld {
         return vm.biosUuid;
       case 'config.instanceUuid':
         return vm.instanceUuid;
+      case 'config.guestId':
+        return (vm.hardware ?? DEFAULT_HARDWARE).guestId;
+      case 'config.hardware.numCPU':
+        return (vm.hardware ?? DEFAULT_HARDWARE).numCPU;
+      case 'config.hardware.memoryMB':
+        return (vm.hardware ?? DEFAULT_HARDWARE).memoryMB;
       case 'config.template':
         return vm.template;
       case 'config.changeTrackingEnabled':

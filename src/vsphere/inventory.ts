@@ -27,6 +27,9 @@ export const VM_PATHS = [
   'config.instanceUuid',
   'config.template',
   'config.changeTrackingEnabled',
+  'config.guestId',
+  'config.hardware.numCPU',
+  'config.hardware.memoryMB',
   'config.hardware.device',
   'capability.changeTrackingSupported',
   'runtime.powerState',
@@ -47,6 +50,10 @@ export interface VmInfo {
   readonly consolidationNeeded: boolean;
   readonly host: MoRef | undefined;
   readonly disks: readonly DiskInfo[];
+  /** Guest OS type (`config.guestId`), e.g. `ubuntu64Guest`. */
+  readonly guestId: string | undefined;
+  readonly numCPU: number | undefined;
+  readonly memoryMB: number | undefined;
   /** The raw `config.hardware.device` (for controller lookups). */
   readonly devices: VimValue | undefined;
   /** The raw `snapshot` (VirtualMachineSnapshotInfo), if any snapshot exists. */
@@ -55,6 +62,11 @@ export interface VmInfo {
 
 function s(v: VimValue | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
+}
+
+function positive(v: VimValue | undefined): number | undefined {
+  const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined;
+  return n !== undefined && n > 0 ? n : undefined;
 }
 
 export function toVmInfo(ref: MoRef, props: ReadonlyMap<string, VimValue>): VmInfo {
@@ -71,6 +83,9 @@ export function toVmInfo(ref: MoRef, props: ReadonlyMap<string, VimValue>): VmIn
     consolidationNeeded: props.get('runtime.consolidationNeeded') === true,
     host: isMoRef(props.get('runtime.host')) ? (props.get('runtime.host') as MoRef) : undefined,
     disks: parseDisks(props.get('config.hardware.device')),
+    guestId: s(props.get('config.guestId')),
+    numCPU: positive(props.get('config.hardware.numCPU')),
+    memoryMB: positive(props.get('config.hardware.memoryMB')),
     devices: props.get('config.hardware.device'),
     snapshot: isVimObject(snap) ? snap : undefined,
   };

@@ -164,6 +164,9 @@ export function registerClientSuite(target: ClientTarget): void {
       name: `vbproxy-created-${process.pid}`,
       ...place,
       datastore: ds,
+      guestId: 'otherLinux64Guest',
+      numCPUs: 2,
+      memoryMB: 1024,
       controllers: [{ key: 1, type: 'ParaVirtualSCSIController', busNumber: 0 }],
       disks: [
         { controllerKey: 1, unitNumber: 0, capacityBytes: 64 * MiB },
@@ -173,6 +176,7 @@ export function registerClientSuite(target: ClientTarget): void {
     const vm = await createVm(client, spec);
     assert.equal(vm.name, spec.name);
     assert.equal(vm.powerState, 'poweredOff');
+    assert.deepEqual([vm.guestId, vm.numCPU, vm.memoryMB], ['otherLinux64Guest', 2, 1024]);
     const ctrl = [...parseControllers(vm.devices).values()].find((c) => c.scsi && c.busNumber === 0);
     assert.ok(ctrl, 'a SCSI controller on bus 0');
     assert.equal(ctrl.type, 'ParaVirtualSCSIController');

@@ -105,10 +105,11 @@ test('a restore point restored into a new VM created from the configuration it k
   const id = await e.restore(p.id, { kind: 'new-vm', vcenterId: e.vcenterId, name: 'db01-restored' });
   const j = await e.waitJob(id);
   assert.equal(j.state, 'succeeded', j.errorMessage ?? '');
-  // The same layout as db01 (SCSI 0:0 and 0:1, same capacities), powered off, holding db01's data.
+  // db01's hardware and disk layout (SCSI 0:0 and 0:1, same capacities), powered off, with its data.
   const vm = e.lab.world.vmByRefOrName('db01-restored');
   const source = e.lab.world.vmByRefOrName('db01');
   assert.equal(vm.powerState, 'poweredOff');
+  assert.deepEqual(vm.hardware, source.hardware, 'the same guest OS type, vCPUs and memory');
   assert.deepEqual(
     vm.disks.map((d) => [d.controllerKey, d.unitNumber, d.capacity]),
     source.disks.map((d) => [d.controllerKey, d.unitNumber, d.capacity]),
