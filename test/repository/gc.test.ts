@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { RawImageSource } from '../../src/pipeline/image-file.js';
 import type { DiskSource } from '../../src/pipeline/disk.js';
+import type { Manifest } from '../../src/repository/manifest.js';
 import {
   assertSameFile,
   backupImage,
@@ -72,28 +73,36 @@ test('GC running concurrently with backups loses nothing, and still collects wha
       while (running) {
         await repo.gc({ graceMs: 0, lockWaitMs: 30_000 });
         gcRuns++;
+        // The maintenance lock is not a queue: the prune below polls for it every 100 ms, and a GC
+        // that took it back at once could starve that prune for its whole 30 s wait.
+        await new Promise((r) => setTimeout(r, 250));
       }
     })();
-    const backups = s2.backupDisk(srcA, {
-      disk: 0,
-      base: { pointId: p1.id, disk: 0 },
-      changedExtents: [{ offset: 0, length: 3 * 1024 * 1024 }],
-    });
-    // Prune while the incremental runs: its base p1 is in use and must be kept.
-    const p2 = await backupImage(repo, imageA, 'vm-a');
-    const pruned = await repo.prune({ keepLast: 1 }, { name: 'vm-a', lockWaitMs: 30_000 });
-    assert.deepEqual(
-      pruned.kept.map((k) => [k.id, k.rule]).sort(),
-      [
-        [p1.id, 'in-use'],
-        [p2.id, 'last'],
-      ].sort(),
-    );
-    await backups;
-    const pb = await s1.commit({ consistency: 'crash' });
-    const pa = await s2.commit({ consistency: 'crash' });
-    running = false;
-    await gcLoop;
+    let p2: Manifest, pb: Manifest, pa: Manifest;
+    try {
+      const backups = s2.backupDisk(srcA, {
+        disk: 0,
+        base: { pointId: p1.id, disk: 0 },
+        changedExtents: [{ offset: 0, length: 3 * 1024 * 1024 }],
+      });
+      // Prune while the incremental runs: its base p1 is in use and must be kept.
+      p2 = await backupImage(repo, imageA, 'vm-a');
+      const pruned = await repo.prune({ keepLast: 1 }, { name: 'vm-a', lockWaitMs: 30_000 });
+      assert.deepEqual(
+        pruned.kept.map((k) => [k.id, k.rule]).sort(),
+        [
+          [p1.id, 'in-use'],
+          [p2.id, 'last'],
+        ].sort(),
+      );
+      await backups;
+      pb = await s1.commit({ consistency: 'crash' });
+      pa = await s2.commit({ consistency: 'crash' });
+    } finally {
+      // Stop the GC loop whatever happened, or it would keep this test file running.
+      running = false;
+      await gcLoop;
+    }
     await srcA.close();
     await srcB.close();
     assert.ok(gcRuns >= 2, `gc ran ${gcRuns} times during the backups`);
