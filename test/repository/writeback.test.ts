@@ -1,30 +1,39 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { SessionError } from '../../src/repository/errors.js';
+import type { Repository } from '../../src/repository/repository.js';
 import { backupImage, makeImage, newRepo, noise, tempDir } from './helpers.js';
 
 // A session starts a flush of the repository's file system in the background after every 64 MiB
 // of new chunk objects (src/repository/session.ts, WRITEBACK_STEP); the commit still flushes itself.
 const IMAGE_BYTES = 96 * 1024 * 1024;
 
-async function bigImage(dir: string): Promise<string> {
-  return makeImage(join(dir, 'big.img'), IMAGE_BYTES, [[0, noise(IMAGE_BYTES, 5)]]);
-}
-
-test('a large backup flushes its chunks in the background and still flushes before it commits', async (t2) => {
+/**
+ * A repository and a 96 MiB incompressible image in a temporary directory; every flush of the
+ * repository's file system goes through `flush`, which gets the real one.
+ */
+async function setup(
+  t2: TestContext,
+  flush: (real: () => Promise<void>) => Promise<void>,
+): Promise<{ repo: Repository; image: string }> {
   const t = await tempDir('wb');
   t2.after(() => t.cleanup());
   const repo = await newRepo(t.path);
   t2.after(() => repo.close());
-  const image = await bigImage(t.path);
+  const image = await makeImage(join(t.path, 'big.img'), IMAGE_BYTES, [[0, noise(IMAGE_BYTES, 5)]]);
   const backend = repo.backend;
   const real = backend.syncAll.bind(backend);
+  backend.syncAll = () => flush(real);
+  return { repo, image };
+}
+
+test('a large backup flushes its chunks in the background and still flushes before it commits', async (t2) => {
   const flushes: string[] = [];
-  backend.syncAll = async () => {
+  const { repo, image } = await setup(t2, async (real) => {
     flushes.push(new Error().stack ?? '');
     await real();
-  };
+  });
   const m = await backupImage(repo, image, 'big');
   assert.ok(flushes.length >= 2, `a background flush and the commit's flush (saw ${flushes.length})`);
   assert.ok(
@@ -39,19 +48,12 @@ test('a large backup flushes its chunks in the background and still flushes befo
 });
 
 test('a failed background flush fails the commit, and no restore point is left', async (t2) => {
-  const t = await tempDir('wbfail');
-  t2.after(() => t.cleanup());
-  const repo = await newRepo(t.path);
-  t2.after(() => repo.close());
-  const image = await bigImage(t.path);
-  const backend = repo.backend;
-  const real = backend.syncAll.bind(backend);
   let calls = 0;
-  backend.syncAll = async () => {
+  const { repo, image } = await setup(t2, async (real) => {
     calls++;
     if (calls === 1) throw Object.assign(new Error('EIO: i/o error, syncfs'), { code: 'EIO' });
     await real();
-  };
+  });
   await assert.rejects(backupImage(repo, image, 'big'), (err: unknown) => {
     assert.ok(err instanceof SessionError);
     assert.match(err.message, /flushing its chunk objects to disk failed/);
