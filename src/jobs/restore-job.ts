@@ -7,10 +7,10 @@ import type { RestoreStats } from '../pipeline/restore.js';
 import { VddkDiskTarget, type VddkConnection, type VddkDisk } from '../vddk/index.js';
 import { describeError, isTransient } from '../errors.js';
 import type { VimClient } from '../vsphere/client.js';
-import { createVm, placementFor } from '../vsphere/create-vm.js';
+import { createVm, destroyVm, placementFor } from '../vsphere/vm-lifecycle.js';
 import { parseControllers, type DiskInfo } from '../vsphere/disks.js';
 import { getVm, type VmInfo } from '../vsphere/inventory.js';
-import { moref } from '../vsphere/wire/values.js';
+import { moref, type MoRef } from '../vsphere/wire/values.js';
 import type { JobControl } from './backup-job.js';
 import { JobError } from './errors.js';
 import type { RestoreJobData } from './queues.js';
@@ -100,7 +100,7 @@ export async function runRestoreJob(
   } else {
     const vc = await connectVcenter(rt, target.vcenterId);
     /** The VM this restore created, once it exists. */
-    let createdVm: string | undefined;
+    let createdVm: { label: string; ref: MoRef } | undefined;
     try {
       /** Which disk of the target VM (its device key and file) receives which disk of the point. */
       let pairs: { sourceKey: number; disk: DiskInfo }[];
@@ -108,7 +108,7 @@ export async function runRestoreJob(
       if (target.kind === 'new-vm') {
         const created = await createTargetVm(vc.client, point.id, manifest.vmConfig, wanted, target, ctl);
         vmMoref = created.vm.ref.value;
-        createdVm = `${target.name} (${vmMoref})`;
+        createdVm = { label: `${target.name} (${vmMoref})`, ref: created.vm.ref };
         pairs = created.pairs;
         await addJobEvent(
           rt.pool,
@@ -164,10 +164,19 @@ export async function runRestoreJob(
       }
     } catch (err) {
       if (createdVm !== undefined) {
+        // The VM is this job's and its disks are incomplete: delete it rather than leave a VM
+        // that looks restored.
+        const removed = await destroyVm(vc.client, createdVm.ref).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         throw new JobError(
           'RESTORE_NEW_VM_INCOMPLETE',
-          `the restore into new VM ${createdVm} failed after the VM was created: its disks are incomplete, so delete that VM before you run the restore again (${describeError(err)})`,
-          { cause: err, transient: false },
+          removed === undefined
+            ? `the restore into new VM ${createdVm.label} failed, so the VM was deleted again: ${describeError(err)}`
+            : `the restore into new VM ${createdVm.label} failed and deleting that VM failed too (${describeError(removed)}): delete it before you run the restore again; the restore failed with: ${describeError(err)}`,
+          // Retried (if the failure was transient) only when the VM is gone again.
+          { cause: err, transient: removed === undefined && isTransient(err) },
         );
       }
       throw err;
@@ -238,16 +247,21 @@ async function createTargetVm(
   }
   const busOf = new Map(layout.controllers.map((c) => [c.key, c.busNumber]));
   const created = parseControllers(vm.devices);
-  const pairs = layout.disks.map((d) => {
+  const pairs: { sourceKey: number; disk: DiskInfo }[] = [];
+  for (const d of layout.disks) {
     const ctrl = [...created.values()].find((c) => c.busNumber === busOf.get(d.controllerKey) && c.scsi);
     const disk = vm.disks.find((x) => x.controllerKey === ctrl?.key && x.unitNumber === d.unitNumber);
     if (!disk) {
+      const removed = await destroyVm(client, vm.ref).then(
+        () => 'it was deleted again',
+        (e: unknown) => `deleting it failed too (${describeError(e)}): delete it`,
+      );
       throw new JobError(
         'RESTORE_NEW_VM_FAILED',
-        `VM ${target.name} (${vm.ref.value}) was created without the disk at SCSI ${String(busOf.get(d.controllerKey))}:${d.unitNumber}: delete it and check the vCenter's events`,
+        `VM ${target.name} (${vm.ref.value}) was created without a disk at SCSI ${String(busOf.get(d.controllerKey))}:${d.unitNumber}, and ${removed}; check the vCenter's events`,
       );
     }
-    return { sourceKey: d.sourceKey, disk };
-  });
+    pairs.push({ sourceKey: d.sourceKey, disk });
+  }
   return { vm, pairs };
 }

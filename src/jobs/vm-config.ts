@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseControllers } from '../vsphere/disks.js';
-import type { NewVmController, NewVmDisk } from '../vsphere/create-vm.js';
+import type { NewVmController, NewVmDisk } from '../vsphere/vm-lifecycle.js';
 import type { VmInfo } from '../vsphere/inventory.js';
 import { JobError } from './errors.js';
 

@@ -512,6 +512,13 @@ export class LabVimServer {
         }
         return w.createVm(folder, a.config as VimObject | undefined, a.pool, a.host, failWith);
       }
+      case 'Destroy_Task': {
+        const target = ref(a._this);
+        if (target.type !== 'VirtualMachine') {
+          throw new LabFault('NotSupported', `the lab destroys VirtualMachines only, not ${target.type}`);
+        }
+        return w.destroyVm(this.vmRef(target), failWith);
+      }
       case 'ReconfigVM_Task':
         return w.reconfigure(this.vmRef(a._this), a.spec as VimObject, failWith);
       case 'CreateSnapshot_Task':

@@ -1,6 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join, sep } from 'node:path';
 import {
   arrayOf,
   isMoRef as isMoRefValue,
@@ -11,6 +20,7 @@ import {
   type VimValue,
 } from '../vsphere/wire/values.js';
 import {
+  attachDir,
   createAttachRecord,
   deleteAttachRecord,
   listAllAttachRecords,
@@ -36,6 +46,7 @@ import {
   createBaseDisk,
   createDelta,
   ddbValue,
+  deleteDiskFile,
   grainSize,
   mergeIntoParent,
   newDdbUuid,
@@ -1499,6 +1510,124 @@ export class LabWorld {
       d.unitNumber = u;
     }
     return { controllers, disks };
+  }
+
+  // --- Destroy --------------------------------------------------------------------------------
+
+  /**
+   * Destroy_Task on a VM: refused synchronously (checkWritable, then destroyRefusal); the task
+   * (`VirtualMachine.destroy`, entity the VM) checks again, deletes the VM's files and removes it
+   * from the inventory (with its snapshots, CBT state, pending merges and extraConfig).
+   */
+  destroyVm(vmRef: string, failWith?: LabFault): MoRef {
+    const vm = this.vm(vmRef);
+    this.checkWritable(vm);
+    const refused = this.destroyRefusal(vm);
+    if (refused) throw refused;
+    return this.startTask(
+      'VirtualMachine.destroy',
+      vm,
+      () => {
+        // Out-of-process attaches (the lab VDDK) may have come while the task ran.
+        const now = this.destroyRefusal(vm);
+        if (now) throw now;
+        this.deleteVmFiles(vm);
+        this.state.vms = this.state.vms.filter((v) => v !== vm);
+        try {
+          rmdirSync(attachDir(this.root, vm.moref));
+        } catch {
+          // Absent (the usual case), or a record is being written right now: leave it.
+        }
+        return undefined;
+      },
+      failWith,
+    );
+  }
+
+  /** The VM's directory `[ds] <name>/` (its disks, deltas and journals). */
+  private vmDir(vm: VmState): string {
+    const dsDir = join(this.root, 'datastores', this.datastore(vm.datastore).name);
+    const dir = join(dsDir, vm.name);
+    if (dirname(dir) !== dsDir || basename(dir) !== vm.name) {
+      throw new LabFault('SystemError', `VM name ${vm.name} is not a directory name`, {
+        reason: 'bad VM name',
+      });
+    }
+    return dir;
+  }
+
+  /** Every disk file of a VM: each file of the chains of its disks, snapshots and pending merges. */
+  private vmFiles(vm: VmState): Set<string> {
+    const files = new Set<string>();
+    const add = (dsPath: string): void => {
+      try {
+        for (const l of this.chainOf(dsPath)) files.add(l.path);
+      } catch {
+        // A file that is gone is no file of the VM.
+      }
+    };
+    for (const d of vm.disks) add(d.top);
+    for (const s of vm.snapshots) for (const d of s.disks) add(d.delta);
+    for (const m of vm.pendingMerges) add(m.child);
+    return files;
+  }
+
+  /** The fault Destroy_Task answers for `vm` now, in this order; undefined: it may be destroyed. */
+  private destroyRefusal(vm: VmState): LabFault | undefined {
+    if (vm.powerState !== 'poweredOff') {
+      const label = vm.powerState === 'suspended' ? 'Suspended' : 'Powered on';
+      return new LabFault(
+        'InvalidPowerState',
+        `The attempted operation cannot be performed in the current state (${label}).`,
+        {
+          requestedState: typed('VirtualMachinePowerState', 'poweredOff'),
+          existingState: typed('VirtualMachinePowerState', vm.powerState),
+        },
+      );
+    }
+    if (vm.proxy) {
+      return new LabFault('InvalidState', `VM ${vm.name} is a backup proxy of the lab; it is not destroyed.`);
+    }
+    if (this.attachRecords(vm).length > 0) {
+      return new LabFault(
+        'InvalidState',
+        `VM ${vm.name}: the VM has disks of other VMs attached; detach them first`,
+      );
+    }
+    const mine = this.vmFiles(vm);
+    const dir = this.vmDir(vm) + sep;
+    for (const r of listAllAttachRecords(this.root)) {
+      if (r.vm === vm.moref) continue;
+      let chain: ChainLink[];
+      try {
+        chain = this.chainOf(r.fileName);
+      } catch {
+        continue;
+      }
+      const hit = chain.find((l) => mine.has(l.path) || l.path.startsWith(dir));
+      if (hit) {
+        const file = this.dsPathOf(hit.path);
+        return new LabFault('FileLocked', `Unable to access file ${file} since it is locked`, { file });
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Deletes the VM's directory recursively; if another VM's disks live in it too (two lab VMs of
+   * the same name on one datastore), only this VM's disk files and journals.
+   */
+  private deleteVmFiles(vm: VmState): void {
+    const dir = this.vmDir(vm);
+    const shared = this.state.vms.some(
+      (o) => o !== vm && o.disks.some((d) => dirname(this.fsPath(d.base)) === dir),
+    );
+    if (!shared) {
+      rmSync(dir, { recursive: true, force: true });
+      return;
+    }
+    for (const p of this.vmFiles(vm)) if (existsSync(p)) deleteDiskFile(p);
+    for (const d of vm.disks) if (existsSync(this.ctkPath(d))) unlinkSync(this.ctkPath(d));
   }
 
   // --- Property views -------------------------------------------------------------------------

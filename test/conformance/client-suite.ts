@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import type { VimClient } from '../../src/vsphere/client.js';
 import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
-import { createVm, placementFor } from '../../src/vsphere/create-vm.js';
+import { createVm, destroyVm, placementFor } from '../../src/vsphere/vm-lifecycle.js';
 import { parseControllers } from '../../src/vsphere/disks.js';
 import { ManagedObjectNotFoundError } from '../../src/vsphere/errors.js';
 import {
@@ -156,7 +156,7 @@ export function registerClientSuite(target: ClientTarget): void {
     if (local !== undefined) assert.ok(existsSync(local), `${local} still exists after the detach`);
   });
 
-  test(`${target.name}: create a VM with a SCSI controller and two thin disks, laid out as asked`, async () => {
+  test(`${target.name}: create a VM with a SCSI controller and two thin disks, laid out as asked, and destroy it`, async () => {
     const MiB = 1024 * 1024;
     const ds = /^\[([^\]]+)\]/.exec(vms.find((v) => v.disks.length > 0)!.disks[0]!.fileName)![1]!;
     const place = await placementFor(client, ds);
@@ -193,5 +193,8 @@ export function registerClientSuite(target: ClientTarget): void {
       (await listVms(client)).some((v) => v.ref.value === vm.ref.value),
       'listed with the other VMs',
     );
+    await destroyVm(client, vm.ref);
+    await assert.rejects(getVm(client, vm.ref), ManagedObjectNotFoundError);
+    assert.ok(!(await listVms(client)).some((v) => v.ref.value === vm.ref.value), 'gone after Destroy_Task');
   });
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { getRestorePoint, listRestorePoints } from '../../src/catalog/restore-points.js';
@@ -126,4 +127,34 @@ test('a restore point restored into a new VM created from the configuration it k
   assert.equal(dup.state, 'failed');
   assert.equal(dup.errorCode, 'RESTORE_NEW_VM_FAILED');
   assert.match(dup.errorMessage ?? '', /cannot create VM db01-restored .*DuplicateName/);
+
+  // A restore that fails after creating its VM (here: damaged chunks) deletes that VM again.
+  const repo = await e.openRepo();
+  const chunkDir = join(repo.location, 'chunks');
+  await repo.close();
+  const chunks = (await readdir(chunkDir, { recursive: true, withFileTypes: true }))
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath, d.name));
+  const flip = async () => {
+    for (const f of chunks) {
+      const b = await readFile(f);
+      b[b.length - 1]! ^= 0xff;
+      await writeFile(f, b);
+    }
+  };
+  await flip();
+  try {
+    const bad = await e.waitJob(
+      await e.restore(p.id, { kind: 'new-vm', vcenterId: e.vcenterId, name: 'db01-damaged' }),
+    );
+    assert.equal(bad.state, 'failed');
+    assert.equal(bad.errorCode, 'RESTORE_NEW_VM_INCOMPLETE');
+    assert.match(
+      bad.errorMessage ?? '',
+      /new VM db01-damaged \(vm-\d+\) failed, so the VM was deleted again: .*damaged chunk/,
+    );
+    assert.throws(() => e.lab.world.vmByRefOrName('db01-damaged'), /no VM db01-damaged/);
+  } finally {
+    await flip();
+  }
 });

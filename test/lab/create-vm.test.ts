@@ -3,19 +3,29 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { VimClient } from '../../src/vsphere/client.js';
+import { createAttachRecord, deleteAttachRecord, type AttachRecord } from '../../src/lab/attach.js';
+import { attachDisk, detachDisk } from '../../src/vsphere/devices.js';
 import {
   FileFaultError,
+  FileLockedError,
   InvalidArgumentError,
+  InvalidPowerStateError,
+  InvalidStateError,
   ManagedObjectNotFoundError,
+  RestrictedVersionError,
+  TaskInProgressError,
   VimFaultError,
 } from '../../src/vsphere/errors.js';
-import { getVm } from '../../src/vsphere/inventory.js';
+import { getVm, listVms } from '../../src/vsphere/inventory.js';
 import { retrieveOne } from '../../src/vsphere/property.js';
-import { runTask } from '../../src/vsphere/tasks.js';
+import { runTask, waitForTask } from '../../src/vsphere/tasks.js';
 import { isMoRef, moref, type MoRef, type VimObject, type VimValue } from '../../src/vsphere/wire/values.js';
 import { testDefinition, withLab, type TestLab } from './support.js';
 
-/** CreateVM_Task in the lab vSphere (ComputeResource, ResourcePool, the VM it creates, its faults). */
+/**
+ * CreateVM_Task and Destroy_Task in the lab vSphere (ComputeResource, ResourcePool, the VM created
+ * and destroyed, their faults).
+ */
 
 const GiB = 1024 ** 3;
 let t: TestLab;
@@ -96,10 +106,18 @@ before(async () => {
       hosts: [
         { name: 'esx1', datastores: ['ds1', 'ds2'] },
         { name: 'esx2', datastores: ['ds3'] },
+        { name: 'esx3', datastores: ['ds3'], license: 'free' },
       ],
       datastores: [{ name: 'ds1' }, { name: 'ds2' }, { name: 'ds3' }],
-      vms: [{ name: 'old01', folder: 'prod', disks: [{ sizeMiB: 1 }] }],
-      proxies: [],
+      vms: [
+        { name: 'old01', folder: 'prod', disks: [{ sizeMiB: 1 }] },
+        { name: 'susp01', powerState: 'suspended', disks: [{ sizeMiB: 1 }] },
+        { name: 'free01', host: 'esx3', powerState: 'poweredOff', disks: [{ sizeMiB: 1 }] },
+      ],
+      proxies: [
+        { name: 'proxy01', disks: [{ sizeMiB: 1 }] },
+        { name: 'proxy02', powerState: 'poweredOff', disks: [{ sizeMiB: 1 }] },
+      ],
     }),
   );
   c = await t.connect();
@@ -294,5 +312,202 @@ describe('CreateVM_Task', () => {
       createVm(moref('Folder', 'group-h4'), config('x03', '[ds1]')),
       fault('NotSupported'),
     );
+  });
+});
+
+describe('Destroy_Task', () => {
+  const destroy = (vm: MoRef): Promise<VimValue | undefined> =>
+    runTask(c, 'Destroy_Task', { _this: vm }, { pollMs: 5 });
+  const newVm = async (name: string, folder = prod): Promise<MoRef> => {
+    const r = await createVm(folder, config(name, '[ds1]', [lsi(-100, 0), disk(-100, { kb: 1024 })]));
+    assert.ok(isMoRef(r));
+    return r;
+  };
+  const dirOf = (name: string): string => join(t.dir, 'datastores', 'ds1', name);
+  const synchronous =
+    (type: string, check: (f: VimObject) => void = () => undefined) =>
+    (err: unknown): boolean => {
+      assert.ok(err instanceof VimFaultError, String(err));
+      assert.equal(err.faultType, type, err.message);
+      assert.equal(err.task, undefined, 'refused before a task');
+      check(err.fault);
+      return true;
+    };
+
+  test('deletes the VM with its directory and forgets it everywhere; the name can be created again', async () => {
+    const vm = await newVm('gone01');
+    await runTask(
+      c,
+      'ReconfigVM_Task',
+      { _this: vm, spec: { _type: 'VirtualMachineConfigSpec', changeTrackingEnabled: true } },
+      { pollMs: 5 },
+    );
+    const snap = await runTask(
+      c,
+      'CreateSnapshot_Task',
+      { _this: vm, name: 's1', memory: false, quiesce: false },
+      { pollMs: 5 },
+    );
+    assert.ok(isMoRef(snap));
+    const dir = dirOf('gone01');
+    for (const f of ['gone01.vmdk', 'gone01-ctk.vmdk', 'gone01-000001.vmdk'])
+      assert.ok(existsSync(join(dir, f)), f);
+    const { biosUuid } = await getVm(c, vm);
+
+    const task = await c.call('Destroy_Task', { _this: vm });
+    assert.ok(isMoRef(task) && task.type === 'Task');
+    assert.equal(await waitForTask(c, task, 'Destroy_Task', { pollMs: 5 }), undefined);
+    const info = (await props(task, ['info'])).get('info') as VimObject;
+    assert.equal(info.descriptionId, 'VirtualMachine.destroy');
+    assert.deepEqual(info.entity, vm);
+    assert.equal(info.entityName, 'gone01');
+    assert.equal(info.state, 'success');
+
+    assert.equal(existsSync(dir), false, 'the directory is gone');
+    await assert.rejects(getVm(c, vm), ManagedObjectNotFoundError);
+    await assert.rejects(props(snap, ['vm']), ManagedObjectNotFoundError);
+    await assert.rejects(destroy(vm), ManagedObjectNotFoundError);
+    const children = (await props(prod, ['childEntity'])).get('childEntity') as MoRef[];
+    assert.ok(!children.some((r) => r.value === vm.value));
+    assert.ok(!(await listVms(c)).some((v) => v.ref.value === vm.value), 'gone from container views');
+    const byUuid = await c.call('FindByUuid', {
+      _this: c.serviceContent.searchIndex!,
+      uuid: biosUuid!,
+      vmSearch: true,
+      instanceUuid: false,
+    });
+    assert.equal(byUuid, undefined);
+    await assert.rejects(find('dc1/vm/prod/gone01'));
+    const saved = JSON.parse(readFileSync(join(t.dir, 'state', 'inventory.json'), 'utf8')) as {
+      vms: { moref: string }[];
+    };
+    assert.ok(!saved.vms.some((v) => v.moref === vm.value), 'saved without it');
+
+    const again = await newVm('gone01');
+    assert.notDeepEqual(again, vm);
+    assert.equal((await getVm(c, again)).disks[0]!.fileName, '[ds1] gone01/gone01.vmdk');
+    assert.equal(existsSync(join(dir, 'gone01-ctk.vmdk')), false, 'a fresh VM without the old files');
+    await destroy(again);
+  });
+
+  test('a powered-on or suspended VM is InvalidPowerState, before any task', async () => {
+    const old01 = await find('dc1/vm/prod/old01');
+    await assert.rejects(
+      destroy(old01),
+      (err: unknown) =>
+        err instanceof InvalidPowerStateError &&
+        synchronous('InvalidPowerState', (f) => {
+          assert.equal(f.requestedState, 'poweredOff');
+          assert.equal(f.existingState, 'poweredOn');
+        })(err),
+    );
+    await assert.rejects(
+      destroy(await find('dc1/vm/susp01')),
+      synchronous('InvalidPowerState', (f) => assert.equal(f.existingState, 'suspended')),
+    );
+    assert.equal((await getVm(c, old01)).name, 'old01');
+    assert.ok(existsSync(dirOf('old01')));
+  });
+
+  test('a proxy VM is InvalidState; a VM on a free-licence host is RestrictedVersion', async () => {
+    await assert.rejects(
+      destroy(await find('dc1/vm/proxy02')),
+      (err: unknown) =>
+        err instanceof InvalidStateError &&
+        !(err instanceof InvalidPowerStateError) &&
+        synchronous('InvalidState')(err),
+    );
+    assert.ok(existsSync(dirOf('proxy02')));
+    await assert.rejects(
+      destroy(await find('dc1/vm/free01')),
+      (err: unknown) => err instanceof RestrictedVersionError && synchronous('RestrictedVersion')(err),
+    );
+    assert.ok(existsSync(join(t.dir, 'datastores', 'ds3', 'free01')));
+    await assert.rejects(destroy(prod), synchronous('NotSupported'));
+  });
+
+  test('a disk of the VM hot-added to the proxy is FileLocked; after the detach it is destroyed', async () => {
+    const vm = await newVm('locked01');
+    const snap = await runTask(
+      c,
+      'CreateSnapshot_Task',
+      { _this: vm, name: 'backup', memory: false, quiesce: false },
+      { pollMs: 5 },
+    );
+    assert.ok(isMoRef(snap));
+    const proxy = await find('dc1/vm/proxy01');
+    // The snapshot's frozen base, as a backup attaches it.
+    const att = await attachDisk(c, proxy, { fileName: '[ds1] locked01/locked01.vmdk', controllerKey: 1001 });
+    await assert.rejects(
+      destroy(vm),
+      (err: unknown) =>
+        err instanceof FileLockedError &&
+        synchronous('FileLocked', (f) => assert.equal(f.file, '[ds1] locked01/locked01.vmdk'))(err),
+    );
+    assert.ok(existsSync(join(dirOf('locked01'), 'locked01-000001.vmdk')));
+    assert.equal((await getVm(c, vm)).name, 'locked01');
+    await detachDisk(c, proxy, att.disk.key);
+    await destroy(vm);
+    assert.equal(existsSync(dirOf('locked01')), false);
+    await assert.rejects(getVm(c, vm), ManagedObjectNotFoundError);
+  });
+
+  test('a lock taken while the task runs fails the task with FileLocked', async () => {
+    const vm = await newVm('locked02');
+    const proxy = await find('dc1/vm/proxy01');
+    const world = t.lab.world;
+    const duration = world.taskDurationMs;
+    world.taskDurationMs = 300;
+    let record: AttachRecord | undefined;
+    let task: VimValue | undefined;
+    try {
+      task = await c.call('Destroy_Task', { _this: vm });
+      assert.ok(isMoRef(task));
+      // Another task on the VM meanwhile is TaskInProgress.
+      await assert.rejects(destroy(vm), (err: unknown) => err instanceof TaskInProgressError);
+      // The lab VDDK hot-adds the disk while the task runs.
+      record = createAttachRecord(t.dir, {
+        vm: proxy.value,
+        controllerKey: 1001,
+        unitNumber: 0,
+        fileName: '[ds1] locked02/locked02.vmdk',
+        diskUuid: '',
+        capacityBytes: 1024 * 1024,
+        diskMode: 'independent_nonpersistent',
+        attachedBy: 'vddk-hotadd',
+        sourceVm: vm.value,
+        snapshot: '',
+        pid: process.pid,
+        connectionId: 'test',
+      });
+      await assert.rejects(waitForTask(c, task, 'Destroy_Task', { pollMs: 5 }), (err: unknown) => {
+        assert.ok(err instanceof FileLockedError, String(err));
+        assert.equal(err.fault.file, '[ds1] locked02/locked02.vmdk');
+        assert.deepEqual(err.task, task);
+        return true;
+      });
+    } finally {
+      world.taskDurationMs = duration;
+    }
+    assert.ok(existsSync(join(dirOf('locked02'), 'locked02.vmdk')));
+    assert.equal((await getVm(c, vm)).name, 'locked02');
+    deleteAttachRecord(record!);
+    await destroy(vm);
+    assert.equal(existsSync(dirOf('locked02')), false);
+  });
+
+  test('a VM with disks of other VMs attached is InvalidState until they are detached', async () => {
+    const vm = await newVm('holder01');
+    const att = await attachDisk(c, vm, { fileName: '[ds1] old01/old01.vmdk', controllerKey: 1000 });
+    await assert.rejects(
+      destroy(vm),
+      synchronous('InvalidState', (f) => assert.equal(f._type, 'InvalidState')),
+    );
+    await assert.rejects(destroy(vm), /detach them first/);
+    await detachDisk(c, vm, att.disk.key);
+    await destroy(vm);
+    assert.equal(existsSync(dirOf('holder01')), false);
+    assert.ok(existsSync(join(dirOf('old01'), 'old01.vmdk')), 'the attached disk is not deleted');
+    assert.equal(existsSync(join(t.dir, 'attached', vm.value)), false);
   });
 });

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { queryChangedAreas } from '../../src/vsphere/cbt.js';
 import { VimClient } from '../../src/vsphere/client.js';
-import { createVm, placementFor } from '../../src/vsphere/create-vm.js';
+import { createVm, destroyVm, placementFor } from '../../src/vsphere/vm-lifecycle.js';
 import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
 import {
   findSelfVm,
@@ -71,13 +71,14 @@ before(async () => {
   await removeSnapshot(c, s.ref);
   await consolidateDisks(c, web);
   const ds = /^\[([^\]]+)\]/.exec(info.disks[0]!.fileName)![1]!;
-  await createVm(c, {
+  const copy = await createVm(c, {
     name: 'web01-copy',
     ...(await placementFor(c, ds)),
     datastore: ds,
     controllers: [{ key: 1000, type: 'VirtualLsiLogicController', busNumber: 0 }],
     disks: [{ controllerKey: 1000, unitNumber: 0, capacityBytes: 1024 * 1024 }],
   });
+  await destroyVm(c, copy.ref);
   await c.keepAlive();
   await c.close();
   c.transport.onExchange = undefined;

@@ -476,6 +476,7 @@ op(
   `pool:${MOR}`,
   `host?:${MOR}`,
 );
+op('Destroy_Task', 'DestroyRequestType', `returnval:${MOR}`, `_this:${MOR}`);
 op(
   'CreateSnapshot_Task',
   'CreateSnapshotRequestType',

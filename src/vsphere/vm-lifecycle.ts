@@ -156,3 +156,11 @@ export async function placementFor(client: VimClient, datastore: string, folder?
   if (!isMoRef(vmFolder)) throw new VimUsageError(`datacenter ${cur.value} has no vmFolder`);
   return { host: host.ref, pool, folder: vmFolder };
 }
+
+/**
+ * Deletes a powered-off VM with its files (Destroy_Task). Used only on a VM this product created
+ * and could not finish (a restore to a new VM that failed).
+ */
+export async function destroyVm(client: VimClient, vm: MoRef, opts: WaitOptions = {}): Promise<void> {
+  await runTask(client, 'Destroy_Task', { _this: vm }, opts);
+}
