@@ -1,14 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { Pool } from '../catalog/db.js';
-import {
-  addJobEvent,
-  deleteJob,
-  finishJob,
-  getJob,
-  insertJob,
-  requestCancel,
-  type Job,
-} from '../catalog/jobs.js';
+import { addJobEvent, finishJob, getJob, requestCancel, type Job } from '../catalog/jobs.js';
 import { inTransaction } from '../catalog/db.js';
 import {
   deletePolicy,
@@ -20,10 +11,8 @@ import {
 import { getRestorePoint } from '../catalog/restore-points.js';
 import { getVcenter } from '../catalog/vcenters.js';
 import { describeError } from '../errors.js';
+import { submitBackup, submitMaintenance, submitRestore } from '../jobs/submit.js';
 import {
-  enqueueBackup,
-  enqueueMaintenance,
-  enqueueRestore,
   InvalidScheduleError,
   QUEUE_NAMES,
   removePolicySchedule,
@@ -82,29 +71,16 @@ export async function runPolicy(
   }
   const jobs: RunResult[] = [];
   for (const vm of vms) {
-    const jobId = randomUUID();
-    await insertJob(deps.pool, {
-      id: jobId,
-      type: 'backup',
-      trigger,
-      queue: QUEUE_NAMES.backup,
+    const r = await submitBackup(deps.pool, deps.queues, {
       policyId: policy.id,
       vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
-      vmName: vm.name ?? null,
-    });
-    const r = await enqueueBackup(deps.queues, {
-      jobId,
-      policyId: policy.id,
-      vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
+      vm,
       trigger,
     });
     if (r.queued) {
-      deps.logger.info({ jobId, vm: vm.moref, policy: policy.name }, 'backup queued');
-      jobs.push({ vmMoref: vm.moref, jobId, queued: true });
+      deps.logger.info({ jobId: r.jobId, vm: vm.moref, policy: policy.name }, 'backup queued');
+      jobs.push({ vmMoref: vm.moref, jobId: r.jobId, queued: true });
     } else {
-      await deleteJob(deps.pool, jobId);
       jobs.push({
         vmMoref: vm.moref,
         jobId: r.existingJobId,
@@ -122,15 +98,12 @@ export async function startMaintenance(
   readData?: boolean,
   trigger: 'api' | 'manual' = 'api',
 ): Promise<string> {
-  const jobId = randomUUID();
-  await insertJob(deps.pool, {
-    id: jobId,
-    type: operation,
+  const jobId = await submitMaintenance(deps.pool, deps.queues, {
+    operation,
+    repository: deps.repositoryPath,
+    readData,
     trigger,
-    queue: QUEUE_NAMES.maintenance,
-    params: { repository: deps.repositoryPath, ...(readData === undefined ? {} : { readData }) },
   });
-  await enqueueMaintenance(deps.queues, { jobId, operation, repository: deps.repositoryPath, readData });
   deps.logger.info({ jobId, operation }, 'maintenance job queued');
   return jobId;
 }
@@ -154,18 +127,14 @@ export async function startRestore(
       );
     }
   }
-  const jobId = randomUUID();
-  await insertJob(deps.pool, {
-    id: jobId,
-    type: 'restore',
+  const jobId = await submitRestore(deps.pool, deps.queues, {
+    restorePointId: point.id,
+    target,
     trigger,
-    queue: QUEUE_NAMES.restore,
     vcenterId: point.vcenterId,
     vmMoref: point.vmMoref,
     vmName: point.vmName,
-    params: { restorePointId: point.id, target },
   });
-  await enqueueRestore(deps.queues, { jobId, restorePointId: point.id, target });
   deps.logger.info({ jobId, vm: point.vmMoref, target: target.kind }, 'restore queued');
   return jobId;
 }

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   DelayedError,
   UnrecoverableError,
@@ -12,7 +11,6 @@ import {
   addJobEvent,
   finishJob,
   getJob,
-  insertJob,
   markJobRunning,
   updateJobProgress,
   type JobType,
@@ -29,7 +27,6 @@ import { JobCancelledError } from './errors.js';
 import { runMaintenanceJob } from './maintenance-job.js';
 import { resolvePolicyVms } from './policy-vms.js';
 import {
-  enqueueBackup,
   openQueues,
   queueCounts,
   QUEUE_NAMES,
@@ -41,6 +38,7 @@ import {
 } from './queues.js';
 import { runRestoreJob } from './restore-job.js';
 import { shouldPassOn } from './routing.js';
+import { submitBackup } from './submit.js';
 import { RepositoryCache, type JobRuntime, type ProxyIdentity } from './runtime.js';
 import { DiskSlots } from './semaphore.js';
 
@@ -318,26 +316,13 @@ async function runScheduledPolicy(
   const vms = await resolvePolicyVms(rt, policy);
   const out: { vm: string; jobId: string; queued: boolean }[] = [];
   for (const vm of vms) {
-    const jobId = randomUUID();
-    await insertJob(rt.pool, {
-      id: jobId,
-      type: 'backup',
-      trigger: 'schedule',
-      queue: QUEUE_NAMES.backup,
+    const r = await submitBackup(rt.pool, queues, {
       policyId: policy.id,
       vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
-      vmName: vm.name ?? null,
-    });
-    const r = await enqueueBackup(queues, {
-      jobId,
-      policyId: policy.id,
-      vcenterId: policy.vcenterId,
-      vmMoref: vm.moref,
+      vm,
       trigger: 'schedule',
     });
-    if (!r.queued) await rt.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]);
-    out.push({ vm: vm.moref, jobId: r.queued ? jobId : r.existingJobId, queued: r.queued });
+    out.push({ vm: vm.moref, jobId: r.queued ? r.jobId : r.existingJobId, queued: r.queued });
   }
   rt.logger.info({ policy: policy.name, jobs: out.length }, 'scheduled policy run queued its backups');
   return { jobs: out };

@@ -6,7 +6,7 @@
  * all of it (the working directory too, unless `keep`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,22 +15,14 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { migrateCatalog, openCatalog, redactUrl, type Pool } from '../catalog/db.js';
-import { getJob, insertJob, listJobEvents, type Job, type JobEvent } from '../catalog/jobs.js';
+import { getJob, listJobEvents, type Job, type JobEvent } from '../catalog/jobs.js';
+import { submitBackup, submitMaintenance, submitRestore } from '../jobs/submit.js';
 import { insertPolicy, type Policy, type PolicyFields } from '../catalog/policies.js';
 import { SecretBox } from '../catalog/secret-box.js';
 import { insertVcenter } from '../catalog/vcenters.js';
 import type { ConfigInput } from '../config/schema.js';
 import { VbproxyError } from '../errors.js';
-import {
-  enqueueBackup,
-  enqueueMaintenance,
-  enqueueRestore,
-  openQueues,
-  QUEUE_NAMES,
-  type MaintenanceOperation,
-  type Queues,
-  type RestoreTarget,
-} from '../jobs/queues.js';
+import { openQueues, type MaintenanceOperation, type Queues, type RestoreTarget } from '../jobs/queues.js';
 import { Repository } from '../repository/repository.js';
 import { VimClient } from '../vsphere/client.js';
 import { findVmByPath, getVm } from '../vsphere/inventory.js';
@@ -413,23 +405,10 @@ export async function startLabEnvironment(options: LabEnvironmentOptions = {}): 
         });
       },
       async backup(policy, vm) {
-        const jobId = randomUUID();
-        const vmMoref = moref(vm);
-        await insertJob(db.pool, {
-          id: jobId,
-          type: 'backup',
-          trigger: 'manual',
-          queue: QUEUE_NAMES.backup,
+        const r = await submitBackup(db.pool, queues, {
           policyId: policy.id,
           vcenterId: vc.id,
-          vmMoref,
-          vmName: vm,
-        });
-        const r = await enqueueBackup(queues, {
-          jobId,
-          policyId: policy.id,
-          vcenterId: vc.id,
-          vmMoref,
+          vm: { moref: moref(vm), name: vm },
           trigger: 'manual',
         });
         if (!r.queued)
@@ -437,32 +416,17 @@ export async function startLabEnvironment(options: LabEnvironmentOptions = {}): 
             'LAB_ENV_QUEUE',
             `backup of ${vm} not queued: ${r.existingJobId} holds it`,
           );
-        return jobId;
+        return r.jobId;
       },
-      async restore(restorePointId, target) {
-        const jobId = randomUUID();
-        await insertJob(db.pool, {
-          id: jobId,
-          type: 'restore',
+      restore: (restorePointId, target) =>
+        submitRestore(db.pool, queues, { restorePointId, target, trigger: 'manual' }),
+      maintenance: (operation, o = {}) =>
+        submitMaintenance(db.pool, queues, {
+          operation,
+          repository: repoPath,
+          readData: o.readData,
           trigger: 'manual',
-          queue: QUEUE_NAMES.restore,
-          params: { restorePointId, target },
-        });
-        await enqueueRestore(queues, { jobId, restorePointId, target });
-        return jobId;
-      },
-      async maintenance(operation, o = {}) {
-        const jobId = randomUUID();
-        await insertJob(db.pool, {
-          id: jobId,
-          type: operation,
-          trigger: 'manual',
-          queue: QUEUE_NAMES.maintenance,
-          params: {},
-        });
-        await enqueueMaintenance(queues, { jobId, operation, repository: repoPath, ...o });
-        return jobId;
-      },
+        }),
       async waitJob(jobId, o = {}) {
         const timeoutMs = o.timeoutMs ?? 60_000;
         const end = Date.now() + timeoutMs;
