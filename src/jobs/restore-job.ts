@@ -166,10 +166,7 @@ export async function runRestoreJob(
       if (createdVm !== undefined) {
         // The VM is this job's and its disks are incomplete: delete it rather than leave a VM
         // that looks restored.
-        const removed = await destroyVm(vc.client, createdVm.ref).then(
-          () => undefined,
-          (e: unknown) => e,
-        );
+        const removed = await removeCreatedVm(vc.client, createdVm.ref);
         throw new JobError(
           'RESTORE_NEW_VM_INCOMPLETE',
           removed === undefined
@@ -252,10 +249,11 @@ async function createTargetVm(
     const ctrl = [...created.values()].find((c) => c.busNumber === busOf.get(d.controllerKey) && c.scsi);
     const disk = vm.disks.find((x) => x.controllerKey === ctrl?.key && x.unitNumber === d.unitNumber);
     if (!disk) {
-      const removed = await destroyVm(client, vm.ref).then(
-        () => 'it was deleted again',
-        (e: unknown) => `deleting it failed too (${describeError(e)}): delete it`,
-      );
+      const failed = await removeCreatedVm(client, vm.ref);
+      const removed =
+        failed === undefined
+          ? 'it was deleted again'
+          : `deleting it failed too (${describeError(failed)}): delete it`;
       throw new JobError(
         'RESTORE_NEW_VM_FAILED',
         `VM ${target.name} (${vm.ref.value}) was created without a disk at SCSI ${String(busOf.get(d.controllerKey))}:${d.unitNumber}, and ${removed}; check the vCenter's events`,
@@ -264,4 +262,17 @@ async function createTargetVm(
     pairs.push({ sourceKey: d.sourceKey, disk });
   }
   return { vm, pairs };
+}
+
+/**
+ * Deletes a VM this restore created and could not finish. Returns the error if that failed too
+ * (the caller reports it next to the restore's own error), else undefined.
+ */
+async function removeCreatedVm(client: VimClient, vm: MoRef): Promise<unknown> {
+  try {
+    await destroyVm(client, vm);
+    return undefined;
+  } catch (err) {
+    return err;
+  }
 }

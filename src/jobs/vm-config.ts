@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { formatIssues } from '../config/load.js';
 import { parseControllers } from '../vsphere/disks.js';
 import type { NewVmController, NewVmDisk } from '../vsphere/vm-lifecycle.js';
 import type { VmInfo } from '../vsphere/inventory.js';
@@ -6,9 +7,10 @@ import { JobError } from './errors.js';
 
 /**
  * The VM configuration a backup keeps (encrypted) in the restore point's manifest: what a restore
- * to a new VM needs to give it the same guest OS type, vCPUs, memory and disk layout. Points written before `controllers` was kept
- * have none: their disks' controllers are then taken to be LSI Logic SCSI controllers, in
- * controller key order (vSphere numbers SCSI controller n's key 1000 + n).
+ * to a new VM needs to give it the same guest OS type, vCPUs, memory and disk layout. Points
+ * written before `controllers` was kept have none: their disks' controllers are then taken to be
+ * LSI Logic SCSI controllers, in controller key order (vSphere numbers SCSI controller n's key
+ * 1000 + n).
  */
 const vmConfigSchema = z.object({
   name: z.string(),
@@ -80,7 +82,7 @@ export function parseVmConfig(pointId: string, stored: string | null): VmConfig 
   if (!r.success) {
     throw new JobError(
       'RESTORE_NO_VM_CONFIG',
-      `restore point ${pointId}: its VM configuration is not one vbproxy understands (${r.error.issues[0]?.path.join('.') ?? ''}: ${r.error.issues[0]?.message ?? ''})`,
+      `restore point ${pointId}: its VM configuration is not one vbproxy understands (${formatIssues(r.error.issues)})`,
     );
   }
   return r.data;
