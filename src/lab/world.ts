@@ -427,14 +427,20 @@ export class LabWorld {
     return d;
   }
 
+  /** `[ds1] a/b.vmdk` -> `{ ds: 'ds1', rest: 'a/b.vmdk' }`; undefined if it is no datastore path. */
+  splitDsPath(dsPath: string): { ds: string; rest: string } | undefined {
+    const m = /^\[([^\]]+)\]\s*(.*)$/.exec(dsPath);
+    return m ? { ds: m[1]!, rest: m[2]! } : undefined;
+  }
+
   /** `[ds1] a/b.vmdk` -> `<root>/datastores/ds1/a/b.vmdk`. */
   fsPath(dsPath: string): string {
-    const m = /^\[([^\]]+)\]\s*(.*)$/.exec(dsPath);
-    if (!m)
+    const p = this.splitDsPath(dsPath);
+    if (!p)
       throw new LabFault('InvalidArgument', `${dsPath} is not a datastore path`, {
         invalidProperty: 'fileName',
       });
-    return join(this.root, 'datastores', m[1]!, m[2]!);
+    return join(this.root, 'datastores', p.ds, p.rest);
   }
 
   dsPathOf(fsPath: string): string {
@@ -1275,12 +1281,12 @@ export class LabWorld {
         invalidProperty: 'files.vmPathName',
       });
     }
-    const m = /^\[([^\]]+)\]\s*(.*)$/.exec(vmPathName);
-    const ds = m ? this.state.datastores.find((d) => d.name === m[1]) : undefined;
+    const m = this.splitDsPath(vmPathName);
+    const ds = m ? this.state.datastores.find((d) => d.name === m.ds) : undefined;
     if (!ds) {
       throw new LabFault('InvalidDatastorePath', `Invalid datastore path '${vmPathName}'.`, {
         datastorePath: vmPathName,
-        ...(m ? { name: m[1]! } : {}),
+        ...(m ? { name: m.ds } : {}),
       });
     }
     if (!host.datastores.includes(ds.moref)) {
@@ -1482,7 +1488,8 @@ export class LabWorld {
         );
       }
       const fileName = typeof backing.fileName === 'string' ? backing.fileName.trim() : '';
-      if (fileName !== '' && /^\[([^\]]+)\]$/.exec(fileName)?.[1] !== dsName) {
+      const named = this.splitDsPath(fileName);
+      if (fileName !== '' && (named?.ds !== dsName || named.rest !== '')) {
         throw bad(
           i,
           'device.backing.fileName',
@@ -1635,7 +1642,7 @@ export class LabWorld {
   private backing(chain: ChainLink[], i: number, diskMode: string, changeId: string | undefined): VimObject {
     const link = chain[i]!;
     const fileName = this.dsPathOf(link.path);
-    const dsName = /^\[([^\]]+)\]/.exec(fileName)?.[1] ?? '';
+    const dsName = this.splitDsPath(fileName)?.ds ?? '';
     const ds = this.state.datastores.find((d) => d.name === dsName);
     const delta = link.d.createType === 'vmfsSparse';
     const uuid = ddbValue(link.d, 'uuid');
