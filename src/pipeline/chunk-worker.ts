@@ -5,13 +5,15 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import {
   closeSync,
+  constants,
   mkdirSync,
   openSync,
-  readSync,
+  read,
   renameSync,
   rmSync,
   statSync,
   utimesSync,
+  write,
   writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -23,7 +25,7 @@ import { TEMP_MARK } from '../repository/backend.js';
 import { ChunkCodec } from '../repository/chunk-codec.js';
 import { CorruptObjectError } from '../repository/errors.js';
 import { CHUNK_HEADER_BYTES, NONCE_BYTES, TAG_BYTES, paths } from '../repository/format.js';
-import { DIRECT_IO_ALIGNMENT } from './worker-pool.js';
+import { DIRECT_IO_ALIGNMENT, directIoAllowed } from './worker-pool.js';
 import type { WorkerRequest, WorkerResponse, WorkerInit, WorkerSetup } from './worker-pool.js';
 
 const init = workerData as WorkerInit;
@@ -61,11 +63,28 @@ function asBuffer(u: Uint8Array): Buffer {
 }
 
 /**
+ * Whether this worker still tries O_DIRECT for chunk objects. The first EINVAL (a file system
+ * without direct I/O) turns it off for the worker's life.
+ */
+let directIo = directIoAllowed();
+
+/** Whether `err` is the EINVAL with which a file system refuses O_DIRECT. */
+function refusesDirectIo(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'EINVAL';
+}
+
+/**
  * Write of a chunk object: temporary name, then rename, so that a killed writer never leaves a
  * partial object under a chunk's name. No fsync here: the session makes all its chunk objects
  * durable at once (Backend.syncAll, one syncfs) before it writes the indexes and the manifest.
+ *
+ * `data` must start at a DIRECT_IO_ALIGNMENT boundary in memory: the object's whole 4 KiB blocks
+ * go to the disk with O_DIRECT, past the page cache, and only the last partial block through it.
+ * A backup writes each chunk object once and does not read it back, so caching it buys nothing,
+ * and allocating page-cache pages for a whole disk's worth of chunks costs more CPU than the copy
+ * (docs/repository-format.md, "Chunk I/O").
  */
-function store(path: string, data: Buffer): void {
+async function store(path: string, data: Buffer, length: number): Promise<void> {
   const target = join(init.root!, path);
   const temp = `${target}${TEMP_MARK}${process.pid}.${threadId}.${randomBytes(4).toString('hex')}`;
   let fd: number;
@@ -78,7 +97,23 @@ function store(path: string, data: Buffer): void {
   }
   try {
     let done = 0;
-    while (done < data.length) done += writeSync(fd, data, done, data.length - done);
+    const whole = length - (length % DIRECT_IO_ALIGNMENT);
+    if (directIo && whole > 0) {
+      try {
+        const dfd = openSync(temp, constants.O_WRONLY | constants.O_DIRECT);
+        try {
+          // On the thread pool: the worker seals the next chunk while the disk takes this one.
+          await writeAllAtAsync(dfd, data, 0, whole, 0);
+        } finally {
+          closeSync(dfd);
+        }
+        done = whole;
+      } catch (err) {
+        if (!refusesDirectIo(err)) throw err;
+        directIo = false;
+      }
+    }
+    writeAllAt(fd, data, done, length, done);
   } catch (err) {
     closeSync(fd);
     rmSync(temp, { force: true });
@@ -90,23 +125,68 @@ function store(path: string, data: Buffer): void {
 
 /** A chunk object is at most this much larger than its plaintext (header, nonce, tag). */
 const OBJECT_OVERHEAD = CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
-let readBuffer: Buffer | undefined;
+/**
+ * A buffer of `size` bytes that starts at a DIRECT_IO_ALIGNMENT boundary in memory (the address
+ * comes from koffi: Node has no aligned allocation).
+ */
+function alignedBuffer(size: number): Buffer {
+  // koffi is loaded on first use, by the first chunk that needs an aligned buffer.
+  const koffi = createRequire(import.meta.url)('koffi') as { address(b: Buffer): bigint };
+  const raw = Buffer.allocUnsafeSlow(size + DIRECT_IO_ALIGNMENT);
+  const skew = Number(koffi.address(raw) % BigInt(DIRECT_IO_ALIGNMENT));
+  const start = skew === 0 ? 0 : DIRECT_IO_ALIGNMENT - skew;
+  return raw.subarray(start, start + size);
+}
+
+function roundUp(n: number): number {
+  return Math.ceil(n / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
+}
+
+function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+function writeAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    write(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** Bytes of a buffer that holds any chunk object of the repository, and one byte more. */
+function objectBufferBytes(chunkSize: number): number {
+  return roundUp(chunkSize + OBJECT_OVERHEAD + 1);
+}
 
 /**
- * Reads a whole chunk object into this worker's reusable buffer and returns a view of it (valid
- * until the next call). An object larger than any chunk of the repository is damaged.
+ * Reads a whole chunk object into `buf` (objectBufferBytes long, aligned) and returns a view of
+ * it. An object larger than any chunk of the repository is damaged. The reads run on libuv's
+ * thread pool, so the worker opens one chunk while the disk reads the next; they use O_DIRECT
+ * where the file system allows it: chunk objects are written past the page cache (see `store`),
+ * and a restore or verify reads each once, so caching them would only cost memory.
  */
-function readObject(path: string, chunkSize: number): Buffer {
+async function readObject(path: string, chunkSize: number, buf: Buffer): Promise<Buffer> {
   const cap = chunkSize + OBJECT_OVERHEAD;
-  if (!readBuffer || readBuffer.length < cap + 1) readBuffer = Buffer.allocUnsafeSlow(cap + 1);
-  const fd = openSync(path, 'r');
+  let fd: number | undefined;
+  let direct = false;
+  if (directIo) {
+    try {
+      fd = openSync(path, constants.O_RDONLY | constants.O_DIRECT);
+      direct = true;
+    } catch (err) {
+      if (!refusesDirectIo(err)) throw err;
+      directIo = false;
+    }
+  }
+  fd ??= openSync(path, 'r');
   let n = 0;
   try {
     for (;;) {
-      const r = readSync(fd, readBuffer, n, readBuffer.length - n, null);
-      if (r === 0) break;
+      const r = await readAt(fd, buf, n, buf.length - n, n);
       n += r;
-      if (n === readBuffer.length) break;
+      // A direct read is short only at the end of the file, after which the offset is unaligned.
+      if (r === 0 || n > cap || (direct && n % DIRECT_IO_ALIGNMENT !== 0)) break;
     }
   } finally {
     closeSync(fd);
@@ -119,25 +199,40 @@ function readObject(path: string, chunkSize: number): Buffer {
       `object is larger than a ${chunkSize}-byte chunk can seal to`,
     );
   }
-  return readBuffer.subarray(0, n);
+  return buf.subarray(0, n);
 }
 
-let restoreBuffer: Buffer | undefined;
+/** An aligned pair of buffers for one chunk being restored: the object read, the plaintext. */
+interface RestoreSlot {
+  readonly object: Buffer;
+  readonly plain: Buffer;
+}
 
-/**
- * This worker's reusable chunk-sized buffer for restored plaintext, aligned for direct I/O (the
- * address comes from koffi: Node has no aligned allocation). Valid until the next restored chunk.
- */
-function restoreOutput(chunkSize: number): Buffer {
-  if (!restoreBuffer || restoreBuffer.length < chunkSize) {
-    // koffi is loaded here, on a restore's first chunk: backups do not pay for loading it.
-    const koffi = createRequire(import.meta.url)('koffi') as { address(b: Buffer): bigint };
-    const raw = Buffer.allocUnsafeSlow(chunkSize + DIRECT_IO_ALIGNMENT);
-    const skew = Number(koffi.address(raw) % BigInt(DIRECT_IO_ALIGNMENT));
-    const start = skew === 0 ? 0 : DIRECT_IO_ALIGNMENT - skew;
-    restoreBuffer = raw.subarray(start, start + chunkSize);
+/** The worker's idle restore slots: one per chunk in flight at most, reused. */
+const restoreSlots: RestoreSlot[] = [];
+
+function takeSlot(chunkSize: number): RestoreSlot {
+  return (
+    restoreSlots.pop() ?? {
+      object: alignedBuffer(objectBufferBytes(chunkSize)),
+      plain: alignedBuffer(chunkSize),
+    }
+  );
+}
+
+/** The worker's idle aligned buffers that chunk objects are sealed into before `store`. */
+const sealBuffers: Buffer[] = [];
+
+/** A backup's chunk: seal it into an aligned buffer and store it; returns the object's size. */
+async function sealStore(c: ChunkCodec, req: Extract<WorkerRequest, { op: 'sealStore' }>): Promise<number> {
+  const out = sealBuffers.pop() ?? alignedBuffer(roundUp(c.sealBufferBytes));
+  try {
+    const length = c.sealInto(req.id, req.data, out);
+    await store(req.path, out, length);
+    return length;
+  } finally {
+    sealBuffers.push(out);
   }
-  return restoreBuffer;
 }
 
 function writeAllAt(fd: number, data: Buffer, start: number, end: number, position: number): void {
@@ -145,27 +240,101 @@ function writeAllAt(fd: number, data: Buffer, start: number, end: number, positi
   while (done < end) done += writeSync(fd, data, done, end - done, position + done - start);
 }
 
+async function writeAllAtAsync(
+  fd: number,
+  data: Buffer,
+  start: number,
+  end: number,
+  position: number,
+): Promise<void> {
+  let done = start;
+  while (done < end) done += await writeAt(fd, data, done, end - done, position + done - start);
+}
+
 /**
- * Writes a restored chunk's bytes [start, end) at `position`: through the O_DIRECT descriptor when
- * there is one and everything is aligned (the file system may still refuse with EINVAL, and then
- * the page cache takes the write), else through the ordinary one.
+ * Writes a restored chunk's bytes [start, end) at `position`, on libuv's thread pool: through the
+ * O_DIRECT descriptor when there is one and everything is aligned (the file system may still
+ * refuse with EINVAL, and then the page cache takes the write), else through the ordinary one.
  */
-function writeRestored(
+async function writeRestored(
   req: { fd: number; directFd?: number; position: number },
   data: Buffer,
   start: number,
   end: number,
-): void {
+): Promise<void> {
   const a = DIRECT_IO_ALIGNMENT;
   if (req.directFd !== undefined && req.position % a === 0 && start % a === 0 && (end - start) % a === 0) {
     try {
-      writeAllAt(req.directFd, data, start, end, req.position);
+      await writeAllAtAsync(req.directFd, data, start, end, req.position);
       return;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      if (!refusesDirectIo(err)) throw err;
     }
   }
-  writeAllAt(req.fd, data, start, end, req.position);
+  await writeAllAtAsync(req.fd, data, start, end, req.position);
+}
+
+/**
+ * A restore's chunk: read its object, open it, write the plaintext slice to the target. Several
+ * run at once in one worker: their reads and writes wait on the thread pool, not the worker.
+ */
+async function fetchOpenWrite(
+  c: ChunkCodec,
+  req: Extract<WorkerRequest, { op: 'fetchOpenWrite' }>,
+): Promise<WorkerResponse> {
+  const slot = takeSlot(c.chunkSize);
+  try {
+    const obj = await readObject(join(init.root!, req.path), c.chunkSize, slot.object);
+    c.openInto(req.id, obj, slot.plain, req.expectedLength);
+    try {
+      await writeRestored(req, slot.plain, req.sliceStart, req.sliceEnd);
+    } catch (err) {
+      return {
+        seq: req.seq,
+        ok: false,
+        corrupt: false,
+        targetWrite: true,
+        message: String((err as Error).message ?? err),
+        errno: (err as NodeJS.ErrnoException).code,
+      };
+    }
+    return { seq: req.seq, ok: true, id: null, data: null };
+  } finally {
+    restoreSlots.push(slot);
+  }
+}
+
+/** A verify's or remote restore's chunk: read its object and return the verified plaintext. */
+async function fetchOpen(
+  c: ChunkCodec,
+  req: Extract<WorkerRequest, { op: 'fetchOpen' }>,
+): Promise<{ res: WorkerResponse; transfer: ArrayBuffer[] }> {
+  const slot = takeSlot(c.chunkSize);
+  try {
+    const obj = await readObject(join(init.root!, req.path), c.chunkSize, slot.object);
+    const plain = c.open(req.id, obj, req.expectedLength);
+    return {
+      res: { seq: req.seq, ok: true, id: null, data: plain },
+      transfer: [plain.buffer as ArrayBuffer],
+    };
+  } finally {
+    restoreSlots.push(slot);
+  }
+}
+
+/** The response that reports `err` for request `req`. */
+function failure(req: WorkerRequest, err: unknown): WorkerResponse {
+  const corrupt = err instanceof CorruptObjectError;
+  return {
+    seq: req.seq,
+    ok: false,
+    corrupt,
+    message: corrupt
+      ? err.message.replace(/^damaged chunk [0-9a-f]+: /, '')
+      : String((err as Error).message ?? err),
+    errno: (err as NodeJS.ErrnoException).code,
+    path: 'path' in req ? req.path : undefined,
+  };
 }
 
 /**
@@ -190,10 +359,31 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
     return;
   }
   const req = msg;
+  const c = codec;
+  if (c && (req.op === 'fetchOpenWrite' || req.op === 'fetchOpen' || req.op === 'sealStore')) {
+    // Asynchronous: the next request starts while this one waits for the disk.
+    let done: Promise<{ res: WorkerResponse; transfer: ArrayBuffer[] }>;
+    if (req.op === 'fetchOpenWrite') {
+      done = fetchOpenWrite(c, req).then((res) => ({ res, transfer: [] }));
+    } else if (req.op === 'fetchOpen') {
+      done = fetchOpen(c, req).then((r) => {
+        released(c.chunkSize);
+        return r;
+      });
+    } else {
+      done = sealStore(c, req).then((stored) => {
+        released(c.chunkSize); // the plaintext that came in
+        return { res: { seq: req.seq, ok: true, id: null, data: null, stored }, transfer: [] };
+      });
+    }
+    void done
+      .catch((err: unknown) => ({ res: failure(req, err), transfer: [] }))
+      .then(({ res, transfer }) => port.postMessage(res, transfer));
+    return;
+  }
   let res: WorkerResponse = { seq: req.seq, ok: false, corrupt: false, message: 'unknown operation' };
   const transfer: ArrayBuffer[] = [];
   try {
-    const c = codec;
     if (!c) throw new Error('internal: chunk worker got a request before its setup');
     switch (req.op) {
       case 'hash': {
@@ -216,55 +406,12 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
         transfer.push(plain.buffer as ArrayBuffer);
         break;
       }
-      case 'sealStore': {
-        const sealed = c.seal(req.id, req.data);
-        store(req.path, sealed);
-        res = { seq: req.seq, ok: true, id: null, data: null, stored: sealed.length };
-        break;
-      }
-      case 'fetchOpenWrite': {
-        const obj = readObject(join(init.root!, req.path), c.chunkSize);
-        const out = restoreOutput(c.chunkSize);
-        c.openInto(req.id, obj, out, req.expectedLength);
-        try {
-          writeRestored(req, out, req.sliceStart, req.sliceEnd);
-        } catch (err) {
-          res = {
-            seq: req.seq,
-            ok: false,
-            corrupt: false,
-            targetWrite: true,
-            message: String((err as Error).message ?? err),
-            errno: (err as NodeJS.ErrnoException).code,
-          };
-          break;
-        }
-        res = { seq: req.seq, ok: true, id: null, data: null };
-        break;
-      }
-      case 'fetchOpen': {
-        const obj = readObject(join(init.root!, req.path), c.chunkSize);
-        const plain = c.open(req.id, obj, req.expectedLength);
-        res = { seq: req.seq, ok: true, id: null, data: plain };
-        transfer.push(plain.buffer as ArrayBuffer);
-        break;
-      }
     }
   } catch (err) {
-    const corrupt = err instanceof CorruptObjectError;
-    res = {
-      seq: req.seq,
-      ok: false,
-      corrupt,
-      message: corrupt
-        ? err.message.replace(/^damaged chunk [0-9a-f]+: /, '')
-        : String((err as Error).message ?? err),
-      errno: (err as NodeJS.ErrnoException).code,
-      path: 'path' in req ? req.path : undefined,
-    };
+    res = failure(req, err);
   }
   port.postMessage(res, transfer);
-  // Every operation but 'hash' (whose buffer goes back) leaves about two chunks of garbage here:
-  // its input or the object read, and the compressed, sealed or opened buffer it made.
+  // 'seal' and 'open' leave about two chunks of garbage here: the buffer that came in and the one
+  // made. 'hash' sends its buffer back.
   if (req.op !== 'hash' && codec) released(2 * codec.chunkSize);
 });

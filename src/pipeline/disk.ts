@@ -43,6 +43,11 @@ export interface DiskTarget {
    * write zeros. When absent, the restore writes zero buffers.
    */
   zero?(offset: number, length: number): Promise<void>;
+  /**
+   * Announces that [offset, offset + length) is about to be written in full, so the target can
+   * allocate it up front (a sparse file's fallocate). Optional; best effort.
+   */
+  reserve?(offset: number, length: number): Promise<void>;
   /** How many writes the target can usefully keep in flight (defaults to 1 when absent). */
   readonly maxConcurrentWrites?: number;
   /**

@@ -4,6 +4,7 @@ import koffi from 'koffi';
 import type { DiskSource, DiskTarget, Extent } from './disk.js';
 import { DiskIoError, ImageNotFoundError } from './errors.js';
 import { NoSpaceError } from '../repository/errors.js';
+import { directIoAllowed } from './worker-pool.js';
 
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
@@ -23,6 +24,23 @@ function lseek(): LseekFn | null {
     }
   }
   return lseekFn;
+}
+
+type FallocateFn = ReturnType<ReturnType<typeof koffi.load>['func']>;
+let fallocateFn: FallocateFn | null | undefined;
+
+/** libc fallocate through koffi (Node has no fallocate); null when unavailable. */
+function fallocate(): FallocateFn | null {
+  if (fallocateFn === undefined) {
+    try {
+      fallocateFn = koffi
+        .load('libc.so.6')
+        .func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+    } catch {
+      fallocateFn = null;
+    }
+  }
+  return fallocateFn;
 }
 
 /**
@@ -126,6 +144,8 @@ export class RawImageTarget implements DiskTarget {
     return this.direct?.fd;
   }
   private zeroBuf: Buffer | undefined;
+  /** Whether `reserve` still calls fallocate (it stops after the first refusal). */
+  private preallocate = true;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -168,6 +188,22 @@ export class RawImageTarget implements DiskTarget {
     }
   }
 
+  /**
+   * Allocates the blocks of [offset, offset + length) without writing them (fallocate, mode 0:
+   * they read as zeros). A restore reserves the ranges it is about to fill: on ext4 and XFS,
+   * direct writes into a hole allocate under the file's exclusive lock, one at a time, while
+   * writes into allocated blocks run in parallel. Holes elsewhere stay holes. Best effort: a file
+   * system without fallocate just gets the writes (and reports ENOSPC on them).
+   */
+  async reserve(offset: number, length: number): Promise<void> {
+    const fn = this.preallocate ? fallocate() : null;
+    if (!fn || length <= 0) return;
+    const rc = await new Promise<number>((resolve) => {
+      fn.async(this.fh.fd, 0, offset, length, (err: unknown, res: number) => resolve(err ? -1 : res));
+    });
+    if (rc !== 0) this.preallocate = false;
+  }
+
   async zero(offset: number, length: number): Promise<void> {
     if (this.fresh) return; // a freshly truncated file reads zeros there already (a hole)
     this.zeroBuf ??= Buffer.alloc(1 << 20);
@@ -193,7 +229,7 @@ export class RawImageTarget implements DiskTarget {
  */
 async function openDirect(path: string): Promise<FileHandle | undefined> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-  if (flag === undefined) return undefined;
+  if (flag === undefined || !directIoAllowed()) return undefined;
   try {
     return await fsp.open(path, constants.O_WRONLY | flag);
   } catch {

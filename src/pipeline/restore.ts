@@ -27,6 +27,31 @@ export interface RestoreStats {
   readonly durationMs: number;
 }
 
+/** Reserves in `target` the runs of chunks lo..hi (of one index block) that hold data. */
+async function reserveData(
+  reserve: (offset: number, length: number) => Promise<void>,
+  entries: Buffer,
+  lo: number,
+  hi: number,
+  sliceOf: (n: number) => { s: number; e: number },
+  rangeStart: number,
+): Promise<void> {
+  let runStart = -1;
+  let runEnd = -1;
+  for (let n = lo; n <= hi + 1; n++) {
+    const pos = (n % ENTRIES_PER_BLOCK) * ID_BYTES;
+    const data = n <= hi && !ZERO_ID.equals(entries.subarray(pos, pos + ID_BYTES));
+    if (data) {
+      const { s, e } = sliceOf(n);
+      if (runStart < 0) runStart = s;
+      runEnd = e;
+    } else if (runStart >= 0) {
+      await reserve(runStart - rangeStart, runEnd - runStart);
+      runStart = -1;
+    }
+  }
+}
+
 /**
  * Writes the disk described by `index` (or the byte range `range` of it) to `target`: chunks are
  * fetched with many in flight, each authenticated and checked against its id in a worker before a
@@ -98,6 +123,8 @@ export async function runDiskRestore(
       const entries = await index.block(b);
       const lo = Math.max(firstChunk, b * ENTRIES_PER_BLOCK);
       const hi = Math.min(lastChunk, (b + 1) * ENTRIES_PER_BLOCK - 1);
+      if (target.reserve)
+        await reserveData((o, l) => target.reserve!(o, l), entries, lo, hi, sliceOf, rangeStart);
       for (let n = lo; n <= hi && !failure; n++) {
         if (options.signal?.aborted)
           throw new OperationAbortedError(`restore of ${where}`, options.signal.reason);

@@ -20,6 +20,15 @@ export interface WorkerInit {
  */
 export const DIRECT_IO_ALIGNMENT = 4096;
 
+/**
+ * Whether chunk objects and restored disks may use O_DIRECT. On by default (the file system is
+ * still asked, and a refusal falls back to the page cache); VBPROXY_DIRECT_IO=off turns it off
+ * for storage that accepts O_DIRECT but handles it badly.
+ */
+export function directIoAllowed(): boolean {
+  return process.env.VBPROXY_DIRECT_IO !== 'off';
+}
+
 /** Where a restore's chunk worker writes a chunk's plaintext bytes [sliceStart, sliceEnd) itself. */
 export interface DirectWrite {
   readonly fd: number;
@@ -112,13 +121,15 @@ interface Pending {
 }
 
 /**
- * One worker per core; a local pool gets one more, because its workers also block in file system
- * calls (creating and renaming chunk objects, reading them, a restore's O_DIRECT writes), and the
- * extra one keeps the cores busy meanwhile.
+ * One worker per core. Workers of a local pool read and write chunk objects themselves, but their
+ * direct reads and writes run on libuv's thread pool while the worker goes on with the next chunk,
+ * so no worker sits idle waiting for the disk and no extra worker is needed to cover for one.
+ * VBPROXY_CHUNK_WORKERS overrides the count (1 to 64), for measurements and unusual machines.
  */
-function defaultPoolSize(root: string | undefined): number {
-  const cores = Math.max(1, Math.min(availableParallelism(), 8));
-  return root === undefined ? cores : cores + 1;
+function defaultPoolSize(): number {
+  const override = Number(process.env.VBPROXY_CHUNK_WORKERS);
+  if (Number.isInteger(override) && override >= 1 && override <= 64) return override;
+  return Math.max(1, Math.min(availableParallelism(), 8));
 }
 
 function owned(buf: Buffer): Buffer {
@@ -164,7 +175,7 @@ export class ChunkWorkerPool {
    * the repository's keys, so a caller can start them before it has unlocked the key (the worker
    * start-up then overlaps the key derivation).
    */
-  constructor(root?: string, size = defaultPoolSize(root)) {
+  constructor(root?: string, size = defaultPoolSize()) {
     const init: WorkerInit = { root };
     this.local = root !== undefined;
     this.root = root;

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import sodium from 'sodium-native';
-import { Compressor } from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import {
   CHUNK_HEADER_BYTES,
@@ -21,24 +21,34 @@ export interface ChunkKeys {
 }
 
 /**
- * How chunk ids are computed (the repository config's `chunkId`). New repositories use HMAC-SHA256
- * (OpenSSL through node:crypto, which uses the CPU's SHA extensions: about 2.7x libsodium's
- * BLAKE2b on this project's reference machine); repositories created with keyed BLAKE2b-256 keep it.
+ * How chunk ids are computed (the repository config's `chunkId`). New repositories use BLAKE3 in
+ * its keyed mode (SIMD across the chunk's 1 KiB blocks: 5.6 GB/s per core on the reference machine,
+ * 3.2x HMAC-SHA256 with the CPU's SHA extensions); repositories created with HMAC-SHA256 or keyed
+ * BLAKE2b-256 keep theirs.
  */
-export const CHUNK_ID_ALGORITHMS = ['hmac-sha256', 'blake2b-256-keyed'] as const;
+export const CHUNK_ID_ALGORITHMS = ['blake3-keyed', 'hmac-sha256', 'blake2b-256-keyed'] as const;
 export type ChunkIdAlgorithm = (typeof CHUNK_ID_ALGORITHMS)[number];
+
+/** What `repo init` creates. */
+export const DEFAULT_CHUNK_ID_ALGORITHM: ChunkIdAlgorithm = 'blake3-keyed';
+
+/** Header and nonce: the bytes of a chunk object before its sealed payload. */
+const OBJECT_PREFIX_BYTES = CHUNK_HEADER_BYTES + NONCE_BYTES;
 
 /** zstd level for chunks (docs/repository-format.md, "Compression"); the result is kept only when smaller. */
 export const ZSTD_LEVEL = -1;
 
 /**
- * Names, seals and opens chunks: keyed id (HMAC-SHA256, or keyed BLAKE2b in older repositories), zstd (kept only when smaller),
+ * Names, seals and opens chunks: keyed id (keyed BLAKE3; HMAC-SHA256 or keyed BLAKE2b in older repositories), zstd (kept only when smaller),
  * XChaCha20-Poly1305 with a random nonce and the chunk id + header as associated data.
  * One instance per thread (it owns a zstd context).
  */
 export class ChunkCodec {
   private readonly zero: Buffer;
-  private readonly compressor = new Compressor();
+  /** A Buffer view of the chunk-id subkey (BLAKE3's keyed mode takes a 32-byte Buffer). */
+  private readonly idKey: Buffer;
+  /** zstd's compression context, which writes into a caller's buffer (sealInto). */
+  private readonly cctx = new zstdBinding.CCtx();
   /** zstd's decompression context, which writes into a caller's buffer (openInto). */
   private readonly dctx = new zstdBinding.DCtx();
 
@@ -48,11 +58,10 @@ export class ChunkCodec {
     readonly idAlgorithm: ChunkIdAlgorithm,
   ) {
     this.zero = Buffer.alloc(chunkSize);
-    this.compressor.setParameters({
-      compressionLevel: ZSTD_LEVEL,
-      contentSizeFlag: true,
-      checksumFlag: false,
-    });
+    this.idKey = Buffer.from(keys.chunkId.buffer, keys.chunkId.byteOffset, keys.chunkId.byteLength);
+    this.cctx.setParameter(zstdBinding.CParameter.compressionLevel, ZSTD_LEVEL);
+    this.cctx.setParameter(zstdBinding.CParameter.contentSizeFlag, 1);
+    this.cctx.setParameter(zstdBinding.CParameter.checksumFlag, 0);
   }
 
   isZero(data: Uint8Array): boolean {
@@ -69,40 +78,67 @@ export class ChunkCodec {
 
   /** The keyed digest of `data` under the chunk-id subkey (ID_BYTES long). */
   digest(data: Uint8Array): Buffer {
-    if (this.idAlgorithm === 'hmac-sha256')
-      return createHmac('sha256', this.keys.chunkId).update(data).digest();
-    const out = Buffer.alloc(ID_BYTES);
-    sodium.crypto_generichash(out, data, this.keys.chunkId);
-    return out;
+    switch (this.idAlgorithm) {
+      case 'blake3-keyed':
+        return Blake3Hasher.newKeyed(this.idKey).update(data).digestBuffer();
+      case 'hmac-sha256':
+        return createHmac('sha256', this.idKey).update(data).digest();
+      case 'blake2b-256-keyed': {
+        const out = Buffer.alloc(ID_BYTES);
+        sodium.crypto_generichash(out, data, this.idKey);
+        return out;
+      }
+    }
   }
 
   /** The chunk object for `data` (whose id is `id`). The result owns its ArrayBuffer. */
   seal(id: Uint8Array, data: Uint8Array): Buffer {
-    let codec = CODEC_RAW;
-    let payload: Uint8Array = data;
-    const compressed = this.compressor.compress(data);
-    if (compressed.length < data.byteLength) {
-      codec = CODEC_ZSTD;
-      payload = compressed;
+    const work = Buffer.allocUnsafeSlow(this.sealBufferBytes);
+    const n = this.sealInto(id, data, work);
+    const out = Buffer.allocUnsafeSlow(n);
+    work.copy(out, 0, 0, n);
+    return out;
+  }
+
+  /** How large a buffer `sealInto` needs: room for zstd's worst case of a whole chunk. */
+  get sealBufferBytes(): number {
+    return (
+      OBJECT_PREFIX_BYTES + Math.max(zstdBinding.compressBound(this.chunkSize), this.chunkSize) + TAG_BYTES
+    );
+  }
+
+  /**
+   * Writes the chunk object for `data` (whose id is `id`) into the start of `out` (at least
+   * `sealBufferBytes` long) and returns its length. zstd compresses straight into the object's
+   * payload and XChaCha20-Poly1305 encrypts it in place, so nothing is allocated per chunk.
+   */
+  sealInto(id: Uint8Array, data: Uint8Array, out: Buffer): number {
+    if (out.length < this.sealBufferBytes) throw new RangeError('sealInto needs sealBufferBytes of room');
+    const room = out.subarray(OBJECT_PREFIX_BYTES, out.length - TAG_BYTES);
+    let codec = CODEC_ZSTD;
+    let length = this.cctx.compress2(room, data);
+    if (length >= data.byteLength) {
+      codec = CODEC_RAW;
+      room.set(data);
+      length = data.byteLength;
     }
-    const out = Buffer.allocUnsafeSlow(CHUNK_HEADER_BYTES + NONCE_BYTES + payload.byteLength + TAG_BYTES);
     const header = out.subarray(0, CHUNK_HEADER_BYTES);
     CHUNK_MAGIC.copy(header, 0);
     header[3] = FORMAT_VERSION;
     header[4] = codec;
     header.fill(0, 5);
-    const nonce = out.subarray(CHUNK_HEADER_BYTES, CHUNK_HEADER_BYTES + NONCE_BYTES);
+    const nonce = out.subarray(CHUNK_HEADER_BYTES, OBJECT_PREFIX_BYTES);
     sodium.randombytes_buf(nonce);
-    const ad = Buffer.concat([header, id]);
+    const payload = room.subarray(0, length);
     sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-      out.subarray(CHUNK_HEADER_BYTES + NONCE_BYTES),
+      out.subarray(OBJECT_PREFIX_BYTES, OBJECT_PREFIX_BYTES + length + TAG_BYTES),
       payload,
-      ad,
+      Buffer.concat([header, id]),
       null,
       nonce,
       this.keys.chunkEnc,
     );
-    return out;
+    return OBJECT_PREFIX_BYTES + length + TAG_BYTES;
   }
 
   /**

@@ -5,7 +5,7 @@ import { ObjectNotFoundError } from './backend.js';
 import { CorruptObjectError, RepositoryNotFoundError, RepositoryVersionError } from './errors.js';
 import { FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, paths } from './format.js';
 import { mac } from './keys.js';
-import { CHUNK_ID_ALGORITHMS, type ChunkIdAlgorithm } from './chunk-codec.js';
+import { CHUNK_ID_ALGORITHMS, DEFAULT_CHUNK_ID_ALGORITHM, type ChunkIdAlgorithm } from './chunk-codec.js';
 
 /** The repository's config object (plain JSON; authenticated by `mac` once the key is unlocked). */
 export const configSchema = z.object({
@@ -21,7 +21,10 @@ export const configSchema = z.object({
 });
 export type RepositoryConfig = z.infer<typeof configSchema>;
 
-export function newConfig(chunkSize: number, chunkId: ChunkIdAlgorithm = 'hmac-sha256'): RepositoryConfig {
+export function newConfig(
+  chunkSize: number,
+  chunkId: ChunkIdAlgorithm = DEFAULT_CHUNK_ID_ALGORITHM,
+): RepositoryConfig {
   return {
     format: 'vbproxy-repository',
     version: FORMAT_VERSION,

@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +19,11 @@ import {
   text,
 } from './helpers.js';
 import { mutateImage, writeSampleImage } from '../../src/lab/sample-image.js';
+import {
+  CHUNK_ID_ALGORITHMS,
+  ChunkCodec,
+  DEFAULT_CHUNK_ID_ALGORITHM,
+} from '../../src/repository/chunk-codec.js';
 
 test('full backup and restore are byte-identical for holes, written zeros, duplicates and a ragged end', async (t2) => {
   const t = await tempDir('rt');
@@ -53,12 +59,35 @@ test('full backup and restore are byte-identical for holes, written zeros, dupli
   }
 });
 
-test('both chunk-id algorithms name chunks by content under the repository key and round trip', async (t2) => {
+test('with direct I/O turned off (VBPROXY_DIRECT_IO=off) a repository backs up, verifies and restores the same bytes', async (t2) => {
+  // By default chunk objects and restored disks go past the page cache with O_DIRECT (the file
+  // system may refuse, and then they go through it); this is the page-cache path on its own.
+  const saved = process.env.VBPROXY_DIRECT_IO;
+  process.env.VBPROXY_DIRECT_IO = 'off';
+  const t = await tempDir('nodirect');
+  try {
+    const repo = await newRepo(t.path);
+    t2.after(() => repo.close());
+    const image = await mixedImage(join(t.path, 'a.img'));
+    const m = await backupImage(repo, image, 'vm');
+    assert.ok((await repo.verify({ pointId: m.id })).ok, 'the point verifies');
+    const out = join(t.path, 'out.img');
+    await repo.restoreToFile(m.id, 0, out);
+    await assertSameFile(out, image);
+    await repo.close();
+  } finally {
+    if (saved === undefined) delete process.env.VBPROXY_DIRECT_IO;
+    else process.env.VBPROXY_DIRECT_IO = saved;
+    await t.cleanup();
+  }
+});
+
+test('every chunk-id algorithm names chunks by content under the repository key and round trips', async (t2) => {
   const t = await tempDir('idalg');
   try {
     const image = await mixedImage(join(t.path, 'a.img'));
     const ids: Record<string, string[]> = {};
-    for (const algorithm of ['hmac-sha256', 'blake2b-256-keyed'] as const) {
+    for (const algorithm of CHUNK_ID_ALGORITHMS) {
       const repo = await Repository.init(join(t.path, algorithm), PASSPHRASE, {
         chunkIdAlgorithm: algorithm,
         chunkSize: CHUNK,
@@ -83,9 +112,35 @@ test('both chunk-id algorithms name chunks by content under the repository key a
       await again.close();
     }
     assert.notDeepEqual(ids['hmac-sha256'], ids['blake2b-256-keyed']);
+    assert.notDeepEqual(ids['blake3-keyed'], ids['hmac-sha256']);
+    assert.notDeepEqual(ids['blake3-keyed'], ids['blake2b-256-keyed']);
   } finally {
     await t.cleanup();
   }
+});
+
+test('chunk ids are the documented keyed functions (BLAKE3 keyed_hash by default: its published test vectors)', () => {
+  // BLAKE3's test_vectors.json: key "whats the Elvish word for friend", input byte i = i % 251.
+  const key = Buffer.from('whats the Elvish word for friend');
+  const input = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => i % 251));
+  const codec = (algorithm: (typeof CHUNK_ID_ALGORITHMS)[number]): ChunkCodec =>
+    new ChunkCodec({ chunkId: key, chunkEnc: Buffer.alloc(32) }, 64 * 1024, algorithm);
+  assert.equal(DEFAULT_CHUNK_ID_ALGORITHM, 'blake3-keyed');
+  const b3 = codec('blake3-keyed');
+  assert.equal(
+    b3.digest(input(0)).toString('hex'),
+    '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26',
+  );
+  assert.equal(
+    b3.digest(input(1025)).toString('hex'),
+    '357dc55de0c7e382c900fd6e320acc04146be01db6a8ce7210b7189bd664ea69',
+  );
+  // An all-zero chunk has no id (the index's zero sentinel), whatever the algorithm.
+  for (const a of CHUNK_ID_ALGORITHMS) assert.equal(codec(a).id(Buffer.alloc(64 * 1024)), null);
+  assert.equal(
+    codec('hmac-sha256').digest(input(1025)).toString('hex'),
+    createHmac('sha256', key).update(input(1025)).digest('hex'),
+  );
 });
 
 test('an incremental from changed extents equals a full backup of the same content', async () => {
