@@ -8,7 +8,10 @@ type Register = (program: Command) => void;
  * modules (and so their dependencies: Express, pg, BullMQ, node-soap, koffi, ...) are imported only
  * when one of its commands runs, so that every invocation pays only for what it uses.
  */
-const groups: ReadonlyArray<{ readonly commands: readonly string[]; load(): Promise<Register> }> = [
+const groups: ReadonlyArray<{
+  readonly commands: readonly string[];
+  load(args: readonly string[]): Promise<Register>;
+}> = [
   {
     commands: ['api', 'status', 'register', 'vcenter', 'policy', 'jobs', 'backup', 'restore'],
     load: async () => (await import('./surface.js')).registerSurfaceCommands,
@@ -33,7 +36,9 @@ const groups: ReadonlyArray<{ readonly commands: readonly string[]; load(): Prom
   },
   {
     commands: ['repo'],
-    load: async () => {
+    load: async (args) => {
+      // Key derivation and chunk workers start while repo.js and its imports load.
+      (await import('./repo-ahead.js')).startAhead(args);
       const { repoCommand } = await import('./repo.js');
       return (program) => program.addCommand(repoCommand());
     },
@@ -63,6 +68,6 @@ export async function buildProgram(args: readonly string[] = process.argv.slice(
   const named = groups.filter((g) => first !== undefined && g.commands.includes(first));
   const versionOnly = args.length > 0 && args.every((a) => a === '-V' || a === '--version');
   const wanted = named.length > 0 ? named : versionOnly ? [] : groups;
-  for (const group of wanted) (await group.load())(program);
+  for (const group of wanted) (await group.load(args))(program);
   return program;
 }

@@ -9,6 +9,7 @@ import {
   SUBKEY_MANIFEST_ENC,
 } from './format.js';
 import { WrongPassphraseError, CorruptObjectError } from './errors.js';
+import { deriveKek } from './kdf.js';
 
 /** The keys derived from the master key. Never logged, never written in plaintext. */
 export interface RepositoryKeys {
@@ -68,17 +69,6 @@ export function deriveKeys(master: Buffer): RepositoryKeys {
   };
 }
 
-async function kek(passphrase: string, salt: Buffer, opslimit: number, memlimit: number): Promise<Buffer> {
-  const out = sodium.sodium_malloc(32);
-  const pw = Buffer.from(passphrase, 'utf8');
-  try {
-    await sodium.crypto_pwhash_async(out, pw, salt, opslimit, memlimit, sodium.crypto_pwhash_ALG_ARGON2ID13);
-  } finally {
-    sodium.sodium_memzero(pw);
-  }
-  return out;
-}
-
 /** Wraps `master` under a passphrase (and optionally seals it to a manager public key). */
 export async function wrapMasterKey(
   master: Buffer,
@@ -89,7 +79,7 @@ export async function wrapMasterKey(
   const { opslimit, memlimit } = options.kdf ?? DEFAULT_KDF;
   const salt = Buffer.alloc(sodium.crypto_pwhash_SALTBYTES);
   sodium.randombytes_buf(salt);
-  const k = await kek(passphrase, salt, opslimit, memlimit);
+  const k = await deriveKek(passphrase, salt, opslimit, memlimit);
   const nonce = Buffer.alloc(24);
   sodium.randombytes_buf(nonce);
   const wrapped = Buffer.alloc(master.length + 16);
@@ -137,7 +127,7 @@ export async function unwrapMasterKey(
       'salt, nonce or wrapped key has the wrong length',
     );
   }
-  const k = await kek(passphrase, salt, file.kdf.opslimit, file.kdf.memlimit);
+  const k = await deriveKek(passphrase, salt, file.kdf.opslimit, file.kdf.memlimit);
   const master = sodium.sodium_malloc(32);
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
