@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { getRestorePoint, listRestorePoints } from '../src/catalog/restore-points.js';
 import { DEFAULT_PG_ADMIN_URL, startLabEnvironment, type LabEnvironment } from '../src/lab/environment.js';
-import { ensureDebian, measure, run, settle, storedBytes, type Measured } from './measure.js';
+import { ensureDebian, measure, quiesce, run, settle, storedBytes, type Measured } from './measure.js';
 
 const { values } = parseArgs({
   options: {
@@ -113,6 +113,8 @@ async function main(): Promise<void> {
     // Wait for the worker to be ready (connected to the queue), plus its repository opening (KDF).
     while ((await e.queues.backup.getWorkers()).length === 0) await sleep(100);
     await sleep(2000);
+    // Writing the lab's 2 GiB disk (and any earlier run's deletes) must not slow the first tool.
+    await quiesce();
     log('full backups ...');
     r.vbproxy!.full = await backup();
     r.restic!.full = wall(await resticBackup());

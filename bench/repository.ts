@@ -5,15 +5,18 @@
  * restic and borg (Debian packages, installed when missing) into fresh repositories, changes 2%
  * of its 64 KiB blocks, runs the incremental (vbproxy with the changed extents, restic and borg
  * re-run), restores the incremental with each, and checks the restores byte for byte. Every step
- * is a whole process measured by GNU time (wall, user+sys CPU, peak RSS). Prints medians over the
- * runs and the ratios against restic as a markdown table. vbproxy uses the product defaults.
+ * is a whole process measured by GNU time (wall, user+sys CPU, peak RSS). Each run starts after
+ * the previous run's repositories are deleted and the machine has settled (measure.ts `quiesce`),
+ * and with another tool first (vbproxy, restic, borg; then restic, borg, vbproxy; ...). Prints
+ * medians over the runs and the ratios against restic as a markdown table. vbproxy uses the
+ * product defaults.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { writeSampleImage, mutateImage } from '../src/lab/sample-image.js';
-import { ensureDebian, measure, median, run, storedBytes, type Measured } from './measure.js';
+import { ensureDebian, measure, median, quiesce, run, storedBytes, type Measured } from './measure.js';
 
 const { values } = parseArgs({
   options: {
@@ -76,6 +79,9 @@ for (let r = 1; r <= runs; r++) {
     borg: join(work, 'borg-repo'),
   };
   for (const t of tools) rmSync(repos[t], { recursive: true, force: true });
+  await quiesce();
+  // Each run starts with another tool, so that no tool is always the first after the deletes.
+  const order = tools.map((_, i) => tools[(i + r - 1) % tools.length]!);
   run(process.execPath, [cli, 'repo', 'init', '--repo', repos.vbproxy], env);
   run('restic', ['init', '--repo', repos.restic, '--repository-version', '2'], env);
   run('borg', ['init', '--encryption', 'repokey-blake2', repos.borg], env);
@@ -109,14 +115,14 @@ for (let r = 1; r <= runs; r++) {
       ],
     ],
   };
-  for (const t of tools) {
+  for (const t of order) {
     const [cmd, args] = backup[t](false);
     results[t].full.push(await measure(cmd, args, { env }));
   }
   const extents = await mutateImage(img, { fraction: 0.02, blockSize: 64 * 1024, seed: seed + 1000 });
   const extentsFile = join(work, 'changed.json');
   writeFileSync(extentsFile, JSON.stringify(extents));
-  for (const t of tools) {
+  for (const t of order) {
     const [cmd, args] = backup[t](true, extentsFile);
     results[t].incremental.push(await measure(cmd, args, { env }));
     results[t].stored.push(storedBytes(repos[t]));
@@ -139,7 +145,7 @@ for (let r = 1; r <= runs; r++) {
     }
   ).points[1]!.id;
   const out = join(work, 'restore');
-  for (const t of tools) {
+  for (const t of order) {
     rmSync(out, { recursive: true, force: true });
     mkdirSync(out);
     let restored: string;
