@@ -80,7 +80,10 @@ export class ChunkCodec {
   digest(data: Uint8Array): Buffer {
     switch (this.idAlgorithm) {
       case 'blake3-keyed':
-        return Blake3Hasher.newKeyed(this.idKey).update(data).digestBuffer();
+        // A Buffer view of the same bytes (the binding's types take Buffers; nothing is copied).
+        return Blake3Hasher.newKeyed(this.idKey)
+          .update(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
+          .digestBuffer();
       case 'hmac-sha256':
         return createHmac('sha256', this.idKey).update(data).digest();
       case 'blake2b-256-keyed': {
