@@ -37,7 +37,7 @@ const groups: ReadonlyArray<{
   {
     commands: ['repo'],
     load: async (args) => {
-      // Key derivation and chunk workers start while repo.js and its imports load.
+      // The passphrase's key derivation starts while repo.js and its imports load.
       (await import('./repo-ahead.js')).startAhead(args);
       const { repoCommand } = await import('./repo.js');
       return (program) => program.addCommand(repoCommand());

@@ -82,7 +82,7 @@ function refusesDirectIo(err: unknown): boolean {
  * go to the disk with O_DIRECT, past the page cache, and only the last partial block through it.
  * A backup writes each chunk object once and does not read it back, so caching it buys nothing,
  * and allocating page-cache pages for a whole disk's worth of chunks costs more CPU than the copy
- * (docs/repository-format.md, "Chunk I/O").
+ * (docs/repository-format.md, section 7).
  */
 async function store(path: string, data: Buffer, length: number): Promise<void> {
   const target = join(init.root!, path);

@@ -10,38 +10,28 @@ const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const ENXIO = 6;
 
-type LseekFn = (fd: number, offset: number, whence: number) => number | bigint;
-let lseekFn: LseekFn | null | undefined;
+type LibcFn = ReturnType<ReturnType<typeof koffi.load>['func']>;
+const libcFns = new Map<string, LibcFn | null>();
 
-/** libc lseek through koffi (Node has no SEEK_DATA/SEEK_HOLE); null when unavailable. */
-function lseek(): LseekFn | null {
-  if (lseekFn === undefined) {
+/**
+ * A libc function through koffi, for the calls Node lacks (lseek with SEEK_DATA/SEEK_HOLE,
+ * fallocate), loaded once per declaration; null when unavailable.
+ */
+function libc(declaration: string): LibcFn | null {
+  let fn = libcFns.get(declaration);
+  if (fn === undefined) {
     try {
-      const libc = koffi.load('libc.so.6');
-      lseekFn = libc.func('int64_t lseek(int fd, int64_t offset, int whence)') as LseekFn;
+      fn = koffi.load('libc.so.6').func(declaration);
     } catch {
-      lseekFn = null;
+      fn = null;
     }
+    libcFns.set(declaration, fn);
   }
-  return lseekFn;
+  return fn;
 }
 
-type FallocateFn = ReturnType<ReturnType<typeof koffi.load>['func']>;
-let fallocateFn: FallocateFn | null | undefined;
-
-/** libc fallocate through koffi (Node has no fallocate); null when unavailable. */
-function fallocate(): FallocateFn | null {
-  if (fallocateFn === undefined) {
-    try {
-      fallocateFn = koffi
-        .load('libc.so.6')
-        .func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
-    } catch {
-      fallocateFn = null;
-    }
-  }
-  return fallocateFn;
-}
+const LSEEK = 'int64_t lseek(int fd, int64_t offset, int whence)';
+const FALLOCATE = 'int fallocate(int fd, int mode, int64_t offset, int64_t len)';
 
 /**
  * The allocated extents of a file, from SEEK_DATA/SEEK_HOLE (like CBT's allocated-areas query):
@@ -49,7 +39,7 @@ function fallocate(): FallocateFn | null {
  * not support the calls.
  */
 export function allocatedExtents(fd: number, size: number): Extent[] {
-  const fn = lseek();
+  const fn = libc(LSEEK);
   if (!fn || size === 0) return size === 0 ? [] : [{ offset: 0, length: size }];
   const out: Extent[] = [];
   let pos = 0;
@@ -196,7 +186,7 @@ export class RawImageTarget implements DiskTarget {
    * system without fallocate just gets the writes (and reports ENOSPC on them).
    */
   async reserve(offset: number, length: number): Promise<void> {
-    const fn = this.preallocate ? fallocate() : null;
+    const fn = this.preallocate ? libc(FALLOCATE) : null;
     if (!fn || length <= 0) return;
     const rc = await new Promise<number>((resolve) => {
       fn.async(this.fh.fd, 0, offset, length, (err: unknown, res: number) => resolve(err ? -1 : res));

@@ -23,10 +23,17 @@ export const DIRECT_IO_ALIGNMENT = 4096;
 /**
  * Whether chunk objects and restored disks may use O_DIRECT. On by default (the file system is
  * still asked, and a refusal falls back to the page cache); VBPROXY_DIRECT_IO=off turns it off
- * for storage that accepts O_DIRECT but handles it badly.
+ * for storage that accepts O_DIRECT but handles it badly. Any other value than on or off is a
+ * RepositoryError naming the variable (the pool checks it before it starts its workers).
  */
 export function directIoAllowed(): boolean {
-  return process.env.VBPROXY_DIRECT_IO !== 'off';
+  const value = process.env.VBPROXY_DIRECT_IO;
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new RepositoryError(
+    'REPO_SETTING',
+    `VBPROXY_DIRECT_IO must be "on" or "off", not ${JSON.stringify(value)}`,
+  );
 }
 
 /** Where a restore's chunk worker writes a chunk's plaintext bytes [sliceStart, sliceEnd) itself. */
@@ -127,9 +134,16 @@ interface Pending {
  * VBPROXY_CHUNK_WORKERS overrides the count (1 to 64), for measurements and unusual machines.
  */
 function defaultPoolSize(): number {
-  const override = Number(process.env.VBPROXY_CHUNK_WORKERS);
-  if (Number.isInteger(override) && override >= 1 && override <= 64) return override;
-  return Math.max(1, Math.min(availableParallelism(), 8));
+  const value = process.env.VBPROXY_CHUNK_WORKERS;
+  if (value === undefined || value === '') return Math.max(1, Math.min(availableParallelism(), 8));
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new RepositoryError(
+      'REPO_SETTING',
+      `VBPROXY_CHUNK_WORKERS must be a whole number from 1 to 64, not ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
 }
 
 function owned(buf: Buffer): Buffer {
@@ -176,6 +190,7 @@ export class ChunkWorkerPool {
    * start-up then overlaps the key derivation).
    */
   constructor(root?: string, size = defaultPoolSize()) {
+    directIoAllowed(); // a bad VBPROXY_DIRECT_IO fails here, not in every worker
     const init: WorkerInit = { root };
     this.local = root !== undefined;
     this.root = root;

@@ -47,6 +47,8 @@ export class ChunkCodec {
   private readonly zero: Buffer;
   /** A Buffer view of the chunk-id subkey (BLAKE3's keyed mode takes a 32-byte Buffer). */
   private readonly idKey: Buffer;
+  /** Where `seal` builds an object before copying it out at its exact size (reused). */
+  private sealScratch: Buffer | undefined;
   /** zstd's compression context, which writes into a caller's buffer (sealInto). */
   private readonly cctx = new zstdBinding.CCtx();
   /** zstd's decompression context, which writes into a caller's buffer (openInto). */
@@ -96,7 +98,8 @@ export class ChunkCodec {
 
   /** The chunk object for `data` (whose id is `id`). The result owns its ArrayBuffer. */
   seal(id: Uint8Array, data: Uint8Array): Buffer {
-    const work = Buffer.allocUnsafeSlow(this.sealBufferBytes);
+    this.sealScratch ??= Buffer.allocUnsafeSlow(this.sealBufferBytes);
+    const work = this.sealScratch;
     const n = this.sealInto(id, data, work);
     const out = Buffer.allocUnsafeSlow(n);
     work.copy(out, 0, 0, n);

@@ -5,6 +5,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../../src/repository/repository.js';
 import { IndexReader } from '../../src/repository/index-file.js';
+import { RepositoryError } from '../../src/repository/errors.js';
 import {
   assertSameFile,
   backupImage,
@@ -78,6 +79,40 @@ test('with direct I/O turned off (VBPROXY_DIRECT_IO=off) a repository backs up, 
   } finally {
     if (saved === undefined) delete process.env.VBPROXY_DIRECT_IO;
     else process.env.VBPROXY_DIRECT_IO = saved;
+    await t.cleanup();
+  }
+});
+
+test('bad VBPROXY_DIRECT_IO and VBPROXY_CHUNK_WORKERS values are refused with the variable named', async () => {
+  const saved = { io: process.env.VBPROXY_DIRECT_IO, workers: process.env.VBPROXY_CHUNK_WORKERS };
+  const t = await tempDir('settings');
+  try {
+    const repo = await newRepo(t.path);
+    await repo.close();
+    for (const [name, value, expected] of [
+      ['VBPROXY_DIRECT_IO', 'yes', /VBPROXY_DIRECT_IO must be "on" or "off", not "yes"/],
+      ['VBPROXY_CHUNK_WORKERS', '0', /VBPROXY_CHUNK_WORKERS must be a whole number from 1 to 64, not "0"/],
+      [
+        'VBPROXY_CHUNK_WORKERS',
+        'two',
+        /VBPROXY_CHUNK_WORKERS must be a whole number from 1 to 64, not "two"/,
+      ],
+    ] as const) {
+      process.env[name] = value;
+      await assert.rejects(
+        Repository.open(join(t.path, 'repo'), PASSPHRASE, { startWorkers: true }),
+        (err: Error) => err instanceof RepositoryError && expected.test(err.message),
+      );
+      delete process.env[name];
+    }
+  } finally {
+    for (const [name, value] of [
+      ['VBPROXY_DIRECT_IO', saved.io],
+      ['VBPROXY_CHUNK_WORKERS', saved.workers],
+    ] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
     await t.cleanup();
   }
 });
