@@ -248,6 +248,8 @@ typedef struct Conn {
 
 typedef struct {
   int fd;
+  /* The extent opened with O_DIRECT for the reads of an unbuffered handle (-1: none). */
+  int directFd;
   int isDelta;
   uint64_t grainSize;
   unsigned char *map;
@@ -734,6 +736,7 @@ static int parse_descriptor(const char *path, Descriptor *d) {
 
 static void layer_close(Layer *l) {
   if (l->fd >= 0) close(l->fd);
+  if (l->directFd >= 0) close(l->directFd);
   if (l->mapFd >= 0) close(l->mapFd);
   free(l->map);
   free(l->descPath);
@@ -785,6 +788,7 @@ static int open_chain(Handle *h, const char *descPath, int writable) {
     Layer *l = &h->layers[h->nLayers++];
     memset(l, 0, sizeof *l);
     l->fd = -1;
+    l->directFd = -1;
     l->mapFd = -1;
     l->descPath = strdup(path);
     l->isDelta = strcasecmp(d.extentType, "VMFSSPARSE") == 0 || strcasecmp(d.createType, "vmfsSparse") == 0;
@@ -830,6 +834,9 @@ static int open_chain(Handle *h, const char *descPath, int writable) {
       desc_free(&d);
       return depth == 0 ? (err == ENOENT ? E_FILE_NOT_FOUND : E_FILE_ACCESS_ERROR) : E_DISK_PARTIALCHAIN;
     }
+    /* VIXDISKLIB_FLAG_OPEN_UNBUFFERED, "no host caching": aligned reads bypass the page cache.
+     * A file system without O_DIRECT (tmpfs) keeps the cached reads. */
+    if (h->unbuffered) l->directFd = open(extent, O_RDONLY | O_DIRECT | O_CLOEXEC);
     if (l->isDelta) {
       char mapPath[4096];
       snprintf(mapPath, sizeof mapPath, "%s", extent);
@@ -1173,6 +1180,9 @@ static int resolve(const Handle *h, int from, uint64_t pos, uint64_t end, uint64
   return found;
 }
 
+/* Alignment of the O_DIRECT reads of unbuffered handles (4 KiB suits 512e and 4Kn devices). */
+#define DIRECT_ALIGN 4096
+
 static int read_range(const Handle *h, int from, uint64_t off, uint64_t len, uint8_t *buf) {
   uint64_t pos = off, end = off + len;
   while (pos < end) {
@@ -1187,7 +1197,13 @@ static int read_range(const Handle *h, int from, uint64_t off, uint64_t len, uin
     const Layer *l = &h->layers[li];
     uint64_t done = 0, want = runEnd - pos;
     while (done < want) {
-      ssize_t n = pread(l->fd, buf + (pos - off) + done, (size_t)(want - done), (off_t)(pos + done));
+      uint8_t *to = buf + (pos - off) + done;
+      uint64_t at = pos + done, n0 = want - done;
+      /* Unbuffered: O_DIRECT when memory, offset and length are all DIRECT_ALIGN-aligned. */
+      int direct = l->directFd >= 0 && (uintptr_t)to % DIRECT_ALIGN == 0 && at % DIRECT_ALIGN == 0 &&
+                   n0 % DIRECT_ALIGN == 0;
+      ssize_t n = pread(direct ? l->directFd : l->fd, to, (size_t)n0, (off_t)at);
+      if (n < 0 && direct && errno == EINVAL) n = pread(l->fd, to, (size_t)n0, (off_t)at);
       if (n < 0) {
         if (errno == EINTR) continue;
         return E_DISK_NOIO;

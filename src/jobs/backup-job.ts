@@ -489,6 +489,9 @@ class ObservedSource implements DiskSource {
     if (crashArmed('mid-read') && this.bytes >= 4 * length) crashPoint('mid-read');
     return b;
   }
+  recycle(buffer: Buffer): void {
+    this.inner.recycle?.(buffer);
+  }
   close(): Promise<void> {
     return this.inner.close();
   }
@@ -545,7 +548,9 @@ async function backupOneDisk(
           readOnly: true,
         }),
       );
-      disk = await conn.open(file, { readOnly: true });
+      // Unbuffered: a backup reads each block once, so host caching would only cost memory and a
+      // copy (VddkDisk.read then gives VDDK sector-aligned buffers).
+      disk = await conn.open(file, { readOnly: true, unbuffered: true });
       transport = disk.transport;
       rt.metrics.recordTransportUsed(transport === 'hotadd' || transport === 'nbd' ? transport : 'nbdssl');
       if (transport !== 'hotadd' && ledger) {

@@ -1,5 +1,5 @@
 import type { DiskSource, Extent, ProgressListener } from './disk.js';
-import type { ChunkWorkerPool } from './worker-pool.js';
+import type { ChunkWorkerPool, HeldChunk } from './worker-pool.js';
 import { Semaphore } from './semaphore.js';
 import { touchedChunks } from './chunk-grid.js';
 import { ENTRIES_PER_BLOCK, ID_BYTES, ZERO_ID } from '../repository/format.js';
@@ -21,8 +21,14 @@ export interface ChunkStoreAccess {
   settle?(hex: string): void;
   /** Durably store a sealed chunk. */
   store(id: Buffer, hex: string, sealed: Buffer): Promise<void>;
-  /** Seal and durably store in one step (in a worker); returns the stored size. Optional. */
-  sealStore?(id: Buffer, hex: string, data: Buffer): Promise<number>;
+  /**
+   * Seal and durably store in one step (in a worker); returns the stored size. Optional. `data` is
+   * the pipeline's own (the hashed chunk): its memory may be transferred to the worker, and comes
+   * back through `giveBack` once sealed, when given.
+   */
+  sealStore?(id: Buffer, hex: string, data: Buffer, giveBack?: (plain: Buffer) => void): Promise<number>;
+  /** Seal and durably store a chunk that a worker read and holds (readHash); returns the stored size. Optional. */
+  storeHeld?(held: HeldChunk, id: Buffer, hex: string): Promise<number>;
 }
 
 /** Per-disk state of a backup, kept by the session so that a failed read can resume. */
@@ -36,6 +42,16 @@ export interface DiskBackupState {
   touched: number;
   touchedZero: number;
   zeroEntries: number;
+}
+
+/** A chunk after hashing: its id (null: all zeros) and either its bytes or the worker holding them. */
+interface HashedChunk {
+  readonly id: Buffer | null;
+  readonly data: Buffer | undefined;
+  readonly exists?: boolean | undefined;
+  readonly held?: HeldChunk | undefined;
+  /** Set once storeHeld took the held chunk, or sealStore the data (neither is given back then). */
+  handedOver: boolean;
 }
 
 interface OpenBlock {
@@ -110,15 +126,54 @@ export async function runDiskBackup(
   let failure: unknown;
   const inFlight = new Set<Promise<void>>();
 
+  // A plain file whose chunks the workers can read themselves, into buffers they keep: the data
+  // then never crosses to this thread, and a new chunk goes from the disk to the repository in
+  // the worker that read it (readHash, then storeHeld or dropHeld).
+  const fd = source.positionalReadFd;
+  const workerReads = fd !== undefined && pool.local && access.storeHeld !== undefined;
+
+  /** Hands a read buffer back to the source (DiskSource.recycle), when it takes them. */
+  const recycle = source.recycle?.bind(source);
+
   const processChunk = async (n: number, blk: OpenBlock): Promise<void> => {
     const offset = n * chunkSize;
     const length = Math.min(chunkSize, capacity - offset);
-    const raw = await reads.run(() => source.read(offset, length));
-    stats.readBytes += length;
     const pos = (n % ENTRIES_PER_BLOCK) * ID_BYTES;
-    const { id, data, exists } = await pool.hash(raw, {
-      skipProbeFor: base === null ? null : blk.entries.subarray(pos, pos + ID_BYTES),
-    });
+    const probe = { skipProbeFor: base === null ? null : blk.entries.subarray(pos, pos + ID_BYTES) };
+    let chunk: HashedChunk;
+    if (workerReads) {
+      const from = {
+        fd,
+        directFd: source.directReadFd,
+        position: offset,
+        length,
+        description: source.description,
+      };
+      chunk = { ...(await pool.readHash(from, probe)), data: undefined, handedOver: false };
+    } else {
+      const raw = await reads.run(() => source.read(offset, length));
+      // The source's buffer is the pipeline's (DiskSource.read): the pool takes it, view or not.
+      chunk = { ...(await pool.hash(raw, probe)), held: undefined, handedOver: false };
+    }
+    stats.readBytes += length;
+    try {
+      await settleChunk(blk, pos, length, chunk);
+    } finally {
+      // A held chunk that is not being stored (a duplicate, or a failure) is let go; a read buffer
+      // that is not being stored goes back to the source.
+      if (chunk.held && !chunk.handedOver) void pool.dropHeld(chunk.held).catch(() => undefined);
+      if (chunk.data && chunk.data.length > 0 && !chunk.handedOver) recycle?.(chunk.data);
+    }
+  };
+
+  /** Zero check, dedup and store of one hashed chunk; its id goes into the index block. */
+  const settleChunk = async (
+    blk: OpenBlock,
+    pos: number,
+    length: number,
+    chunk: HashedChunk,
+  ): Promise<void> => {
+    const { id, data, exists, held } = chunk;
     if (!id) {
       state.touchedZero++;
       ZERO_ID.copy(blk.entries, pos);
@@ -128,21 +183,28 @@ export async function runDiskBackup(
       if (unchanged || (await access.reuse(id, hex, exists))) {
         stats.dedupChunks++;
       } else {
-        let stored: number;
+        let storedBytes: number;
         try {
-          if (access.sealStore) {
-            stored = await access.sealStore(id, hex, data);
+          if (held && access.storeHeld) {
+            chunk.handedOver = true;
+            storedBytes = await access.storeHeld(held, id, hex);
+          } else if (!data) {
+            throw new Error('internal: a chunk to store has neither data nor a holding worker');
+          } else if (access.sealStore) {
+            chunk.handedOver = true; // its memory is the worker's now (and comes back to `recycle`)
+            storedBytes = await access.sealStore(id, hex, data, recycle);
           } else {
+            chunk.handedOver = true; // transferred to the worker
             const sealed = await pool.seal(id, data);
             await access.store(id, hex, sealed);
-            stored = sealed.length;
+            storedBytes = sealed.length;
           }
         } finally {
           access.settle?.(hex);
         }
         stats.newChunks++;
         stats.newBytes += length;
-        stats.storedBytes += stored;
+        stats.storedBytes += storedBytes;
       }
       id.copy(blk.entries, pos);
     }

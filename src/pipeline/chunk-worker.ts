@@ -20,12 +20,12 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { createRequire } from 'node:module';
 import { TEMP_MARK } from '../repository/backend.js';
 import { ChunkCodec } from '../repository/chunk-codec.js';
 import { CorruptObjectError } from '../repository/errors.js';
 import { CHUNK_HEADER_BYTES, NONCE_BYTES, TAG_BYTES, paths } from '../repository/format.js';
 import { DIRECT_IO_ALIGNMENT, directIoAllowed } from './worker-pool.js';
+import { alignedBuffer } from './aligned-buffer.js';
 import type { WorkerRequest, WorkerResponse, WorkerInit, WorkerSetup } from './worker-pool.js';
 
 const init = workerData as WorkerInit;
@@ -125,18 +125,6 @@ async function store(path: string, data: Buffer, length: number): Promise<void> 
 
 /** A chunk object is at most this much larger than its plaintext (header, nonce, tag). */
 const OBJECT_OVERHEAD = CHUNK_HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
-/**
- * A buffer of `size` bytes that starts at a DIRECT_IO_ALIGNMENT boundary in memory (the address
- * comes from koffi: Node has no aligned allocation).
- */
-function alignedBuffer(size: number): Buffer {
-  // koffi is loaded on first use, by the first chunk that needs an aligned buffer.
-  const koffi = createRequire(import.meta.url)('koffi') as { address(b: Buffer): bigint };
-  const raw = Buffer.allocUnsafeSlow(size + DIRECT_IO_ALIGNMENT);
-  const skew = Number(koffi.address(raw) % BigInt(DIRECT_IO_ALIGNMENT));
-  const start = skew === 0 ? 0 : DIRECT_IO_ALIGNMENT - skew;
-  return raw.subarray(start, start + size);
-}
 
 function roundUp(n: number): number {
   return Math.ceil(n / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
@@ -214,8 +202,8 @@ const restoreSlots: RestoreSlot[] = [];
 function takeSlot(chunkSize: number): RestoreSlot {
   return (
     restoreSlots.pop() ?? {
-      object: alignedBuffer(objectBufferBytes(chunkSize)),
-      plain: alignedBuffer(chunkSize),
+      object: alignedBuffer(objectBufferBytes(chunkSize), DIRECT_IO_ALIGNMENT),
+      plain: alignedBuffer(chunkSize, DIRECT_IO_ALIGNMENT),
     }
   );
 }
@@ -223,16 +211,134 @@ function takeSlot(chunkSize: number): RestoreSlot {
 /** The worker's idle aligned buffers that chunk objects are sealed into before `store`. */
 const sealBuffers: Buffer[] = [];
 
-/** A backup's chunk: seal it into an aligned buffer and store it; returns the object's size. */
-async function sealStore(c: ChunkCodec, req: Extract<WorkerRequest, { op: 'sealStore' }>): Promise<number> {
-  const out = sealBuffers.pop() ?? alignedBuffer(roundUp(c.sealBufferBytes));
+/**
+ * Seals a backup's chunk into one of the worker's aligned buffers and stores it; returns the
+ * object's size. `sealed` runs once `data` is no longer needed (it is sealed, or sealing failed).
+ */
+async function sealAndStore(
+  c: ChunkCodec,
+  id: Uint8Array,
+  data: Uint8Array,
+  path: string,
+  sealed?: () => void,
+): Promise<number> {
+  const out = sealBuffers.pop() ?? alignedBuffer(roundUp(c.sealBufferBytes), DIRECT_IO_ALIGNMENT);
   try {
-    const length = c.sealInto(req.id, req.data, out);
-    await store(req.path, out, length);
+    let length: number;
+    try {
+      length = c.sealInto(id, data, out);
+    } finally {
+      sealed?.();
+    }
+    await store(path, out, length);
     return length;
   } finally {
     sealBuffers.push(out);
   }
+}
+
+/** A backup's chunk sent by the event loop: seal and store it, and give its memory back if asked. */
+async function sealStore(
+  c: ChunkCodec,
+  req: Extract<WorkerRequest, { op: 'sealStore' }>,
+): Promise<{ res: WorkerResponse; transfer: ArrayBuffer[] }> {
+  const length = await sealAndStore(c, req.id, req.data, req.path);
+  const res: WorkerResponse = { seq: req.seq, ok: true, id: null, data: null, stored: length };
+  if (!req.giveBack) {
+    released(c.chunkSize); // the plaintext that came in is garbage now
+    return { res, transfer: [] };
+  }
+  res.data = req.data; // its memory goes back to be read into again
+  return { res, transfer: [req.data.buffer as ArrayBuffer] };
+}
+
+/** The worker's idle aligned chunk buffers that a backup reads the disk into (readHash). */
+const chunkBuffers: Buffer[] = [];
+
+/** Chunks read and hashed, kept until the pool says storeHeld or dropHeld, by token. */
+const held = new Map<number, Buffer>();
+
+/**
+ * Reads a backup's chunk from the disk file itself: with O_DIRECT when the pool gave a direct
+ * descriptor and the range is aligned (a disk's chunks are, but for a last one that ends at an
+ * unaligned capacity), into `buf`; past the end of the file reads as zeros. Runs on libuv's
+ * thread pool, so the worker hashes and seals other chunks while the disk reads this one.
+ */
+async function readSource(req: Extract<WorkerRequest, { op: 'readHash' }>, buf: Buffer): Promise<Buffer> {
+  const a = DIRECT_IO_ALIGNMENT;
+  const data = buf.subarray(0, req.length);
+  let done = 0;
+  if (req.directFd !== undefined && req.position % a === 0 && req.length % a === 0) {
+    try {
+      while (done < req.length) {
+        const n = await readAt(req.directFd, data, done, req.length - done, req.position + done);
+        if (n === 0) break;
+        done += n;
+        if (done % a !== 0) break; // a short direct read: the end of the file
+      }
+    } catch (err) {
+      if (!refusesDirectIo(err)) throw err;
+      done = 0;
+    }
+  }
+  while (done < req.length) {
+    const n = await readAt(req.fd, data, done, req.length - done, req.position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  if (done < req.length) data.fill(0, done);
+  return data;
+}
+
+/** A backup's chunk read by the worker: its id, the probe's answer, and the token it is held by. */
+async function readHash(
+  c: ChunkCodec,
+  req: Extract<WorkerRequest, { op: 'readHash' }>,
+): Promise<WorkerResponse> {
+  const buf = chunkBuffers.pop() ?? alignedBuffer(c.chunkSize, DIRECT_IO_ALIGNMENT);
+  let keep = false;
+  try {
+    let data: Buffer;
+    try {
+      data = await readSource(req, buf);
+    } catch (err) {
+      const f = failure(req, err);
+      return f.ok
+        ? f
+        : { ...f, message: `${req.length} bytes at ${req.position}: ${f.message}`, sourceRead: true };
+    }
+    const id = c.id(data);
+    const res: WorkerResponse = { seq: req.seq, ok: true, id, data: null };
+    if (id) {
+      if (req.probe && !(req.probe.skipProbeFor && id.equals(req.probe.skipProbeFor)))
+        res.exists = probe(id.toString('hex'));
+      held.set(req.seq, data);
+      res.held = req.seq;
+      keep = true;
+    }
+    return res;
+  } finally {
+    if (!keep) chunkBuffers.push(buf);
+  }
+}
+
+/** Takes the chunk held under `token` (an internal error when there is none). */
+function takeHeld(token: number): Buffer {
+  const data = held.get(token);
+  if (!data) throw new Error(`internal: no chunk held under ${token}`);
+  held.delete(token);
+  return data;
+}
+
+/** Gives a held chunk's buffer back for the next read (its whole aligned allocation). */
+function releaseHeld(data: Buffer, chunkSize: number): void {
+  chunkBuffers.push(Buffer.from(data.buffer, data.byteOffset, chunkSize));
+}
+
+/** A held chunk: seal it and store it; returns the object's size. Its buffer is reused either way. */
+function storeHeld(c: ChunkCodec, req: Extract<WorkerRequest, { op: 'storeHeld' }>): Promise<number> {
+  const data = takeHeld(req.token);
+  return sealAndStore(c, req.id, data, req.path, () => releaseHeld(data, c.chunkSize));
 }
 
 function writeAllAt(fd: number, data: Buffer, start: number, end: number, position: number): void {
@@ -360,10 +466,24 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
   }
   const req = msg;
   const c = codec;
-  if (c && (req.op === 'fetchOpenWrite' || req.op === 'fetchOpen' || req.op === 'sealStore')) {
+  if (
+    c &&
+    (req.op === 'fetchOpenWrite' ||
+      req.op === 'fetchOpen' ||
+      req.op === 'sealStore' ||
+      req.op === 'readHash' ||
+      req.op === 'storeHeld')
+  ) {
     // Asynchronous: the next request starts while this one waits for the disk.
     let done: Promise<{ res: WorkerResponse; transfer: ArrayBuffer[] }>;
-    if (req.op === 'fetchOpenWrite') {
+    if (req.op === 'readHash') {
+      done = readHash(c, req).then((res) => ({ res, transfer: [] }));
+    } else if (req.op === 'storeHeld') {
+      done = storeHeld(c, req).then((stored) => ({
+        res: { seq: req.seq, ok: true, id: null, data: null, stored },
+        transfer: [],
+      }));
+    } else if (req.op === 'fetchOpenWrite') {
       done = fetchOpenWrite(c, req).then((res) => ({ res, transfer: [] }));
     } else if (req.op === 'fetchOpen') {
       done = fetchOpen(c, req).then((r) => {
@@ -371,10 +491,7 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
         return r;
       });
     } else {
-      done = sealStore(c, req).then((stored) => {
-        released(c.chunkSize); // the plaintext that came in
-        return { res: { seq: req.seq, ok: true, id: null, data: null, stored }, transfer: [] };
-      });
+      done = sealStore(c, req);
     }
     void done
       .catch((err: unknown) => ({ res: failure(req, err), transfer: [] }))
@@ -386,6 +503,11 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
   try {
     if (!c) throw new Error('internal: chunk worker got a request before its setup');
     switch (req.op) {
+      case 'dropHeld': {
+        releaseHeld(takeHeld(req.token), c.chunkSize);
+        res = { seq: req.seq, ok: true, id: null, data: null };
+        break;
+      }
       case 'hash': {
         const id = c.id(req.data);
         res = { seq: req.seq, ok: true, id, data: req.data };
@@ -412,6 +534,6 @@ port.on('message', (msg: WorkerRequest | WorkerSetup) => {
   }
   port.postMessage(res, transfer);
   // 'seal' and 'open' leave about two chunks of garbage here: the buffer that came in and the one
-  // made. 'hash' sends its buffer back.
-  if (req.op !== 'hash' && codec) released(2 * codec.chunkSize);
+  // made. 'hash' sends its buffer back; 'dropHeld' reuses its buffer.
+  if ((req.op === 'seal' || req.op === 'open') && codec) released(2 * codec.chunkSize);
 });

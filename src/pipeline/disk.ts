@@ -22,13 +22,32 @@ export interface DiskSource {
    */
   extents(): Promise<readonly Extent[]>;
   /**
-   * Read exactly `length` bytes at `offset`. The returned Buffer must own its whole ArrayBuffer
-   * (byteOffset 0, byteLength equal to the ArrayBuffer's), so that the pipeline can transfer it to
-   * a worker thread without copying.
+   * Read exactly `length` bytes at `offset`. The returned Buffer's memory is the pipeline's from
+   * then on: it transfers the Buffer's whole ArrayBuffer to a worker thread without copying, so no
+   * other view of that ArrayBuffer may be in use. The Buffer may start at an offset into its
+   * ArrayBuffer (an aligned buffer for unbuffered VDDK reads).
    */
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Takes back a Buffer that `read` returned, once the pipeline no longer needs its bytes, so that
+   * a later read can fill it again instead of touching fresh memory. Optional.
+   */
+  recycle?(buffer: Buffer): void;
   /** How many reads the source can usefully keep in flight (defaults to 1 when absent). */
   readonly maxConcurrentReads?: number;
+  /**
+   * A plain file's descriptor that the pipeline's worker threads may read the disk from
+   * themselves with positional reads (pread), so that the data never passes through the event
+   * loop. Only sources whose `read` is exactly a pread of the file set it (not VDDK handles).
+   */
+  readonly positionalReadFd?: number;
+  /**
+   * The same file opened with O_DIRECT (when the file system allows it), for the workers' aligned
+   * reads: the disk's data then goes from the device to the worker's buffer without a copy
+   * through the page cache, and a backup does not fill the appliance's cache with data it reads
+   * once. Needs `positionalReadFd`.
+   */
+  readonly directReadFd?: number;
   /** A short description for progress lines and errors, e.g. the image path or the VMDK name. */
   readonly description: string;
   close(): Promise<void>;

@@ -67,9 +67,17 @@ function errnoOf(err: unknown): string | undefined {
 /** A raw disk image file as a backup source; sparse-aware. */
 export class RawImageSource implements DiskSource {
   readonly maxConcurrentReads = 4;
+  get positionalReadFd(): number {
+    return this.fh.fd;
+  }
+  get directReadFd(): number | undefined {
+    return this.direct?.fd;
+  }
 
   private constructor(
     private readonly fh: FileHandle,
+    /** The same file opened with O_DIRECT, when the file system supports it. */
+    private readonly direct: FileHandle | undefined,
     readonly capacity: number,
     readonly description: string,
   ) {}
@@ -89,7 +97,7 @@ export class RawImageSource implements DiskSource {
       await fh.close();
       throw new DiskIoError('IMAGE_NOT_A_FILE', `image ${path} is not a regular file or block device`);
     }
-    return new RawImageSource(fh, st.size, path);
+    return new RawImageSource(fh, await openDirect(path, constants.O_RDONLY), st.size, path);
   }
 
   async extents(): Promise<readonly Extent[]> {
@@ -119,8 +127,9 @@ export class RawImageSource implements DiskSource {
     return buf;
   }
 
-  close(): Promise<void> {
-    return this.fh.close();
+  async close(): Promise<void> {
+    await this.direct?.close();
+    await this.fh.close();
   }
 }
 
@@ -158,7 +167,7 @@ export class RawImageTarget implements DiskTarget {
         cause: err,
       });
     }
-    return new RawImageTarget(fh, await openDirect(path), capacity, path, true);
+    return new RawImageTarget(fh, await openDirect(path, constants.O_WRONLY), capacity, path, true);
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
@@ -213,15 +222,16 @@ export class RawImageTarget implements DiskTarget {
 }
 
 /**
- * A second descriptor of `path` with O_DIRECT, for the restore workers' aligned whole-chunk writes
- * (DiskTarget.directWriteFd); undefined where the file system refuses O_DIRECT (tmpfs, some
- * network file systems) or the platform has no such flag: everything then goes through the page cache.
+ * A second descriptor of `path` with O_DIRECT, for the workers' aligned whole-chunk reads of a
+ * backup (DiskSource.directReadFd) and writes of a restore (DiskTarget.directWriteFd); undefined
+ * where the file system refuses O_DIRECT (tmpfs, some network file systems) or the platform has no
+ * such flag: everything then goes through the page cache.
  */
-async function openDirect(path: string): Promise<FileHandle | undefined> {
+async function openDirect(path: string, access: number): Promise<FileHandle | undefined> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
   if (flag === undefined || !directIoAllowed()) return undefined;
   try {
-    return await fsp.open(path, constants.O_WRONLY | flag);
+    return await fsp.open(path, access | flag);
   } catch {
     return undefined;
   }

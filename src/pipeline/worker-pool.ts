@@ -51,6 +51,24 @@ export interface DirectWrite {
   readonly description: string;
 }
 
+/** Where a backup's chunk worker reads a chunk's bytes itself (DiskSource.positionalReadFd). */
+export interface DirectRead {
+  readonly fd: number;
+  /** The O_DIRECT descriptor of the same file, for aligned reads (DiskSource.directReadFd). */
+  readonly directFd?: number | undefined;
+  readonly position: number;
+  readonly length: number;
+}
+
+/**
+ * A chunk that a worker read and hashed and keeps in its memory until the pool tells it to store
+ * it (`storeHeld`) or let it go (`dropHeld`); exactly one of the two must follow.
+ */
+export interface HeldChunk {
+  readonly worker: number;
+  readonly token: number;
+}
+
 /** The first message every worker gets: the repository's chunk parameters and keys (never logged). */
 export interface WorkerSetup {
   readonly op: 'setup';
@@ -71,9 +89,24 @@ export type WorkerRequest =
        */
       probe?: { skipProbeFor: Uint8Array | null };
     }
+  | ({
+      seq: number;
+      op: 'readHash';
+      probe?: { skipProbeFor: Uint8Array | null };
+    } & DirectRead)
+  | { seq: number; op: 'storeHeld'; token: number; id: Uint8Array; path: string }
+  | { seq: number; op: 'dropHeld'; token: number }
   | { seq: number; op: 'seal'; id: Uint8Array; data: Uint8Array }
   | { seq: number; op: 'open'; id: Uint8Array; data: Uint8Array; expectedLength: number | undefined }
-  | { seq: number; op: 'sealStore'; id: Uint8Array; data: Uint8Array; path: string }
+  | {
+      seq: number;
+      op: 'sealStore';
+      id: Uint8Array;
+      data: Uint8Array;
+      path: string;
+      /** Send `data` back once sealed (the caller reuses the memory). */
+      giveBack?: boolean;
+    }
   | { seq: number; op: 'fetchOpen'; id: Uint8Array; path: string; expectedLength: number | undefined }
   | {
       seq: number;
@@ -99,6 +132,8 @@ export type WorkerResponse =
       stored?: number;
       /** The probe's answer: the chunk object exists, was touched, and no GC is running. */
       exists?: boolean;
+      /** readHash: the token under which the worker holds the chunk (absent for a zero chunk). */
+      held?: number;
     }
   | {
       seq: number;
@@ -109,6 +144,8 @@ export type WorkerResponse =
       path?: string;
       /** The failure was writing the restore target, not reading the repository. */
       targetWrite?: boolean;
+      /** The failure was reading the backup's source disk (readHash). */
+      sourceRead?: boolean;
     };
 
 interface Result {
@@ -117,6 +154,8 @@ interface Result {
   stored: number;
   /** Set when the request probed the repository for the chunk (see `hash`). */
   exists?: boolean;
+  /** readHash: the chunk the worker keeps for a storeHeld or dropHeld. */
+  held?: HeldChunk;
 }
 
 interface Pending {
@@ -146,6 +185,7 @@ function defaultPoolSize(): number {
   return n;
 }
 
+/** `buf` itself when it owns its whole ArrayBuffer (it may be transferred), else a copy that does. */
 function owned(buf: Buffer): Buffer {
   if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
   const copy = Buffer.allocUnsafeSlow(buf.length);
@@ -248,7 +288,14 @@ export class ChunkWorkerPool {
         data: res.data ? asBuffer(res.data) : Buffer.alloc(0),
         stored: res.stored ?? 0,
         ...(res.exists === undefined ? {} : { exists: res.exists }),
+        ...(res.held === undefined ? {} : { held: { worker: index, token: res.held } }),
       });
+    } else if (res.sourceRead) {
+      p.reject(
+        new DiskIoError('IMAGE_READ', `read from ${p.target ?? 'the source disk'} failed: ${res.message}`, {
+          transient: true,
+        }),
+      );
     } else if (res.targetWrite) {
       const where = p.target ?? 'the restore target';
       p.reject(
@@ -272,15 +319,18 @@ export class ChunkWorkerPool {
     transfer: ArrayBuffer | undefined,
     idHex?: string,
     target?: string,
+    worker?: number,
   ): Promise<Result> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
     if (!this.configured) return Promise.reject(new Error('internal: chunk worker pool used before setup'));
     if ('id' in req) req.id = compact(req.id);
-    if (req.op === 'hash' && req.probe?.skipProbeFor)
+    if ((req.op === 'hash' || req.op === 'readHash') && req.probe?.skipProbeFor)
       req.probe = { skipProbeFor: compact(req.probe.skipProbeFor) };
-    let best = 0;
-    for (let i = 1; i < this.workers.length; i++) if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
+    let best = worker ?? 0;
+    if (worker === undefined)
+      for (let i = 1; i < this.workers.length; i++)
+        if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
     this.load[best] = (this.load[best] ?? 0) + 1;
     return new Promise((resolve, reject) => {
       this.pending.set(req.seq, { resolve, reject, idHex, target });
@@ -288,18 +338,53 @@ export class ChunkWorkerPool {
     });
   }
 
-  /** The chunk id of `data` (null for all zeros); `data` comes back in the result. */
+  /**
+   * The chunk id of `data` (null for all zeros); `data` comes back in the result. Like `seal` and
+   * `sealStore`, it takes `data`'s memory: the whole ArrayBuffer is transferred to the worker, even
+   * when `data` is a view into part of it (an aligned read buffer), so the caller must use no other
+   * view of that ArrayBuffer (the backup pipeline's buffers: DiskSource.read).
+   */
   hash(data: Buffer, probe?: { skipProbeFor: Buffer | null }): Promise<Result> {
-    const d = owned(data);
-    const req: WorkerRequest = { seq: ++this.seq, op: 'hash', data: d };
+    const req: WorkerRequest = { seq: ++this.seq, op: 'hash', data };
     if (probe && this.local) req.probe = probe;
-    return this.submit(req, d.buffer as ArrayBuffer);
+    return this.submit(req, data.buffer as ArrayBuffer);
   }
 
-  /** The sealed chunk object for `data`. */
+  /**
+   * Reads a chunk from a file in a worker (`from`), then as `hash`: its id (null for all zeros,
+   * which the worker does not keep) and, for local pools, the probe's answer. A chunk with an id
+   * stays in the worker's memory as `held`, for exactly one `storeHeld` or `dropHeld`.
+   */
+  readHash(
+    from: DirectRead & { description: string },
+    probe?: { skipProbeFor: Buffer | null },
+  ): Promise<Result> {
+    const { description, ...where } = from;
+    const req: WorkerRequest = { seq: ++this.seq, op: 'readHash', ...where };
+    if (probe && this.local) req.probe = probe;
+    return this.submit(req, undefined, undefined, description);
+  }
+
+  /** Seals a held chunk and stores it as the chunk object at `path` (local pools only); returns its size. */
+  async storeHeld(held: HeldChunk, id: Buffer, path: string): Promise<number> {
+    const req: WorkerRequest = { seq: ++this.seq, op: 'storeHeld', token: held.token, id, path };
+    return (await this.submit(req, undefined, undefined, undefined, held.worker)).stored;
+  }
+
+  /** Lets a held chunk go (it was a duplicate, or the backup failed). */
+  async dropHeld(held: HeldChunk): Promise<void> {
+    await this.submit(
+      { seq: ++this.seq, op: 'dropHeld', token: held.token },
+      undefined,
+      undefined,
+      undefined,
+      held.worker,
+    );
+  }
+
+  /** The sealed chunk object for `data` (whose memory it takes, as `hash` does). */
   async seal(id: Buffer, data: Buffer): Promise<Buffer> {
-    const d = owned(data);
-    return (await this.submit({ seq: ++this.seq, op: 'seal', id, data: d }, d.buffer as ArrayBuffer)).data;
+    return (await this.submit({ seq: ++this.seq, op: 'seal', id, data }, data.buffer as ArrayBuffer)).data;
   }
 
   /** The verified plaintext of a chunk object; CorruptObjectError naming the chunk otherwise. */
@@ -309,12 +394,21 @@ export class ChunkWorkerPool {
     return (await this.submit(req, d.buffer as ArrayBuffer, id.toString('hex'))).data;
   }
 
-  /** Seals `data` and stores it durably as the chunk object at `path` (local pools only); returns its size. */
-  async sealStore(id: Buffer, data: Buffer, path: string): Promise<number> {
-    const d = owned(data);
-    return (
-      await this.submit({ seq: ++this.seq, op: 'sealStore', id, data: d, path }, d.buffer as ArrayBuffer)
-    ).stored;
+  /**
+   * Seals `data` and stores it durably as the chunk object at `path` (local pools only); returns
+   * its size. It takes data's memory, as `hash` does; `giveBack` gets it back once it is sealed.
+   */
+  async sealStore(
+    id: Buffer,
+    data: Buffer,
+    path: string,
+    giveBack?: (plain: Buffer) => void,
+  ): Promise<number> {
+    const req: WorkerRequest = { seq: ++this.seq, op: 'sealStore', id, data, path };
+    if (giveBack) req.giveBack = true;
+    const r = await this.submit(req, data.buffer as ArrayBuffer);
+    if (giveBack && r.data.length > 0) giveBack(r.data);
+    return r.stored;
   }
 
   /** Reads the chunk object at `path` and returns its verified plaintext (local pools only). */

@@ -9,7 +9,7 @@ import { encodeManifest, type DiskStats, type Manifest, type ManifestDisk } from
 import { Heartbeat, STALE_AFTER_MS, currentOwner, ownerSchema } from './locks.js';
 import { InvalidRequestError, SessionError } from './errors.js';
 import type { DiskSource, Extent, ProgressListener } from '../pipeline/disk.js';
-import type { ChunkWorkerPool } from '../pipeline/worker-pool.js';
+import type { ChunkWorkerPool, HeldChunk } from '../pipeline/worker-pool.js';
 import { runDiskBackup, type DiskBackupState } from '../pipeline/backup.js';
 import { normaliseExtents } from '../pipeline/chunk-grid.js';
 
@@ -249,7 +249,10 @@ export class BackupSession {
         reuse: (id, hex, probed) => this.reuse(hex, probed),
         store: (id, hex, sealed) => this.store(hex, sealed),
         settle: (hex) => this.settle(hex),
-        sealStore: pool.local ? (id, hex, data) => this.sealStore(pool, id, hex, data) : undefined,
+        sealStore: pool.local
+          ? (id, hex, data, giveBack) => this.sealStore(pool, id, hex, data, giveBack)
+          : undefined,
+        storeHeld: pool.local ? (held, id, hex) => this.storeHeld(pool, held, id, hex) : undefined,
       },
       entry.state,
       source,
@@ -308,8 +311,22 @@ export class BackupSession {
     claim?.resolve();
   }
 
-  private async sealStore(pool: ChunkWorkerPool, id: Buffer, hex: string, data: Buffer): Promise<number> {
-    const stored = await pool.sealStore(id, data, paths.chunk(hex));
+  private async sealStore(
+    pool: ChunkWorkerPool,
+    id: Buffer,
+    hex: string,
+    data: Buffer,
+    giveBack?: (plain: Buffer) => void,
+  ): Promise<number> {
+    // `data` is the backup pipeline's own buffer (ChunkStoreAccess.sealStore): the pool takes it.
+    const stored = await pool.sealStore(id, data, paths.chunk(hex), giveBack);
+    this.remember(hex);
+    this.wrote(stored);
+    return stored;
+  }
+
+  private async storeHeld(pool: ChunkWorkerPool, held: HeldChunk, id: Buffer, hex: string): Promise<number> {
+    const stored = await pool.storeHeld(held, id, paths.chunk(hex));
     this.remember(hex);
     this.wrote(stored);
     return stored;

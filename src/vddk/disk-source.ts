@@ -13,6 +13,9 @@ export interface VddkDiskSourceOptions {
   readonly disconnectOnClose?: boolean;
 }
 
+/** Spare read buffers a source keeps: more than the pipeline has in flight is never needed. */
+const MAX_SPARE = 64;
+
 /** A backup's view of a snapshot disk through VDDK (the pipeline's DiskSource). */
 export class VddkDiskSource implements DiskSource {
   readonly capacity: number;
@@ -21,6 +24,8 @@ export class VddkDiskSource implements DiskSource {
   readonly #disk: VddkDisk;
   readonly #extents: readonly Extent[] | undefined;
   readonly #disconnect: boolean;
+  /** Buffers the pipeline gave back (`recycle`), read into again: fresh memory costs page faults. */
+  readonly #spare: Buffer[] = [];
 
   constructor(disk: VddkDisk, options: VddkDiskSourceOptions = {}) {
     this.#disk = disk;
@@ -52,7 +57,13 @@ export class VddkDiskSource implements DiskSource {
   }
 
   read(offset: number, length: number): Promise<Buffer> {
-    return this.#disk.read(offset, length);
+    const spare = this.#spare.length > 0 && this.#spare[this.#spare.length - 1]!.length === length;
+    return this.#disk.read(offset, length, spare ? { into: this.#spare.pop()! } : {});
+  }
+
+  /** Keeps a buffer that `read` returned for a later read of the same length (up to MAX_SPARE). */
+  recycle(buffer: Buffer): void {
+    if (this.#spare.length < MAX_SPARE && buffer.length > 0) this.#spare.push(buffer);
   }
 
   async close(): Promise<void> {

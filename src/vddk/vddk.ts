@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
 import { createLogger, type Logger } from '../log.js';
 import type { Extent } from '../pipeline/disk.js';
+import { alignedBuffer } from '../pipeline/aligned-buffer.js';
 import {
   connectParamsFields,
   DEFAULT_TRANSPORT_ORDER,
@@ -379,6 +380,13 @@ export class Vddk {
   }
 }
 
+/**
+ * Alignment of the buffers that reads of an unbuffered disk get: VDDK needs sector-aligned memory
+ * there (512 bytes); 4 KiB also suits a hot-added disk's device with 4 KiB sectors, and the lab's
+ * direct I/O.
+ */
+export const READ_ALIGNMENT = 4096;
+
 /** The address of a byte array's first byte (it never moves: ArrayBuffer memory is not relocated). */
 function addressOf(data: Uint8Array): bigint {
   const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -420,7 +428,8 @@ export class VddkConnection {
     if (options.unbuffered) flags |= OpenFlags.UNBUFFERED;
     const r = await this.vddk.call<OpenResult>({ op: 'open', conn: this.id, path, flags });
     const readOnly = (flags & OpenFlags.READ_ONLY) !== 0;
-    const disk = new VddkDisk(this, r.disk, path, r.transport as Transport, r.info, readOnly);
+    const unbuffered = (flags & OpenFlags.UNBUFFERED) !== 0;
+    const disk = new VddkDisk(this, r.disk, path, r.transport as Transport, r.info, readOnly, unbuffered);
     this.disks.add(disk);
     return disk;
   }
@@ -448,6 +457,8 @@ export class VddkDisk {
     readonly transport: Transport,
     readonly info: DiskInfo,
     readonly readOnly: boolean,
+    /** Opened with VIXDISKLIB_FLAG_OPEN_UNBUFFERED: `read` then allocates aligned buffers. */
+    readonly unbuffered = false,
   ) {}
 
   /** Capacity in bytes. */
@@ -513,12 +524,22 @@ export class VddkDisk {
 
   /**
    * Reads `length` bytes at `offset` (ReadAsync; several may be in flight). The Buffer is allocated
-   * here and owns its whole ArrayBuffer; the worker gets only its address and VDDK reads into it:
-   * no copy. `synchronous` uses VixDiskLib_Read instead (one at a time).
+   * here (or is `into`, a buffer an earlier read returned), and nothing else uses its ArrayBuffer;
+   * the worker gets only its address and VDDK reads into it: no copy. `synchronous` uses
+   * VixDiskLib_Read instead (one at a time).
    */
-  async read(offset: number, length: number, options: { synchronous?: boolean } = {}): Promise<Buffer> {
-    // Uninitialised (VDDK overwrites all of it), allocated in the isolate that keeps it.
-    const buffer = Buffer.allocUnsafeSlow(length);
+  async read(
+    offset: number,
+    length: number,
+    options: { synchronous?: boolean; into?: Buffer } = {},
+  ): Promise<Buffer> {
+    // Uninitialised (VDDK overwrites all of it), allocated in the isolate that keeps it; on an
+    // unbuffered disk at a READ_ALIGNMENT boundary (VDDK wants sector-aligned memory there). `into`:
+    // a buffer an earlier read returned, of this length, read into again.
+    const { into } = options;
+    if (into && into.length !== length) throw new RangeError(`read into ${into.length} bytes, not ${length}`);
+    const buffer =
+      into ?? (this.unbuffered ? alignedBuffer(length, READ_ALIGNMENT) : Buffer.allocUnsafeSlow(length));
     await this.#io_(options.synchronous ? 'readSync' : 'read', offset, buffer);
     return buffer;
   }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { readFile, readdir, stat } from 'node:fs/promises';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { Repository } from '../../src/repository/repository.js';
 import { IndexReader } from '../../src/repository/index-file.js';
@@ -266,6 +267,56 @@ test('a failed disk read resumes from the last durable chunk', async () => {
     await repo.restoreToFile(m.id, 0, out);
     await assertSameFile(out, image);
     await repo.close();
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('chunk workers that read the image themselves store what reads through the event loop store, and a failed read names the source', async (t2) => {
+  const t = await tempDir('wr');
+  try {
+    const repo = await newRepo(t.path);
+    t2.after(() => repo.close());
+    const image = await mixedImage(join(t.path, 'a.img'));
+    const { RawImageSource } = await import('../../src/pipeline/image-file.js');
+    const { DiskIoError } = await import('../../src/pipeline/errors.js');
+    const direct = await backupImage(repo, image, 'workers-read'); // RawImageSource: workers read
+    const real = await RawImageSource.open(image);
+    t2.after(() => real.close());
+    // The same file without its descriptors: the pipeline reads it on the event loop.
+    const plain = {
+      capacity: real.capacity,
+      description: 'plain',
+      extents: () => real.extents(),
+      read: (o: number, l: number) => real.read(o, l),
+      close: async () => undefined,
+    };
+    const s1 = await repo.beginBackup({ name: 'loop-reads' });
+    await s1.backupDisk(plain, { disk: 0 });
+    const looped = await s1.commit({ consistency: 'image' });
+    // Same chunk ids both ways: the second backup finds every chunk the first one stored.
+    assert.equal(looped.disks[0]!.stats.zeroChunks, direct.disks[0]!.stats.zeroChunks);
+    assert.equal(looped.disks[0]!.stats.newChunks, 0, 'every chunk the workers stored is found again');
+    assert.ok(direct.disks[0]!.stats.newChunks > 0);
+
+    // A descriptor the workers cannot read (a directory): the backup fails with the source named.
+    const dirFd = openSync(t.path, 'r');
+    t2.after(() => closeSync(dirFd));
+    const broken = { ...plain, description: 'broken.img', positionalReadFd: dirFd };
+    const s2 = await repo.beginBackup({ name: 'broken' });
+    await assert.rejects(s2.backupDisk(broken, { disk: 0 }), (err: unknown) => {
+      assert.ok(err instanceof DiskIoError, String(err));
+      assert.equal(err.code, 'IMAGE_READ');
+      assert.match(err.message, /read from broken\.img failed: \d+ bytes at \d+: EISDIR/);
+      return true;
+    });
+    await s2.abort();
+    // The workers let go of what they held: the next backup runs and restores exactly.
+    const again = await backupImage(repo, image, 'after-failure');
+    const out = join(t.path, 'out.img');
+    await repo.restoreToFile(again.id, 0, out);
+    await assertSameFile(out, image);
+    assert.equal((await repo.listPoints()).points.length, 3);
   } finally {
     await t.cleanup();
   }

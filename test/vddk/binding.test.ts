@@ -4,6 +4,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import koffi from 'koffi';
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -123,6 +124,21 @@ test('a snapshot chain reads through deltas, with GetInfo, metadata and allocate
     const sync = await disk.read(2 * MiB, 8192, { synchronous: true });
     assert.ok(sync.equals(d2.content!.subarray(2 * MiB, 2 * MiB + 8192)));
     await disk.close();
+    // Unbuffered (how backups open snapshot disks): aligned buffers, and the same bytes through
+    // the lab's direct reads, for whole grains and for ranges that are not 4 KiB-aligned.
+    const raw = await conn.open(d2.dsPath, { unbuffered: true });
+    assert.equal(raw.unbuffered, true);
+    for (const [offset, length] of [
+      [0, 4 * MiB],
+      [2 * MiB, 256 * 1024],
+      [512, 3 * 512],
+      [3 * MiB + 512, 8192],
+    ] as const) {
+      const got = await raw.read(offset, length);
+      assert.equal(koffi.address(got) % 4096n, 0n, 'sector-aligned buffer');
+      assert.ok(got.equals(d2.content!.subarray(offset, offset + length)), `bytes at ${offset}+${length}`);
+    }
+    await raw.close();
   } finally {
     await conn.disconnect();
   }
@@ -346,6 +362,13 @@ test('DiskSource and DiskTarget move a disk through the pipeline interfaces', as
   ]);
   await Promise.all(extents.map(async (e) => target.write(e.offset, await source.read(e.offset, e.length))));
   await target.flush();
+  // A buffer given back (recycle) is read into again by the next read of its length.
+  const first = await source.read(0, 64 * 1024);
+  const where = koffi.address(first);
+  source.recycle(first);
+  const again = await source.read(MiB + 64 * 1024, 64 * 1024);
+  assert.equal(koffi.address(again), where, 'the recycled memory is reused');
+  assert.ok(again.equals(pattern(64 * 1024, 21)));
   await source.close();
   await target.close();
   assert.ok(readFileSync(dst.descriptor.replace(/\.vmdk$/, '-flat.vmdk')).equals(src.content!));
