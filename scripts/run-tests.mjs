@@ -33,9 +33,20 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.VBPROXY_TEST_CONCURRENCY ?? '2';
+// A test file that hangs, or whose process stays alive after its tests (a handle left open), must
+// fail the run rather than stall it: each file gets at most 10 minutes (the longest takes about a
+// minute), and a file's process exits once its tests are done.
+const guards = ['--test-timeout=600000', '--test-force-exit'];
 const result = spawnSync(
   process.execPath,
-  ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...passThrough, ...files],
+  [
+    '--test',
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    ...guards,
+    ...passThrough,
+    ...files,
+  ],
   { stdio: 'inherit', cwd: root },
 );
 process.exit(result.status ?? 1);

@@ -15,26 +15,40 @@ import {
   text,
 } from './helpers.js';
 
-/** A source that reads slowly, so that GC runs many times while the backup is in progress. */
-async function slowSource(path: string, delayMs: number): Promise<DiskSource & { inner: RawImageSource }> {
+/**
+ * A source whose reads wait for `gate` (given the read's number, from 0), so that GC runs while
+ * the backup is in progress however fast the machine is. It has no descriptor for the workers, so
+ * every read goes through `read`.
+ */
+async function gatedSource(
+  path: string,
+  gate: (read: number) => Promise<void>,
+): Promise<DiskSource & { inner: RawImageSource }> {
   const inner = await RawImageSource.open(path);
+  let reads = 0;
   return {
     inner,
     capacity: inner.capacity,
-    description: `${path} (slow)`,
+    description: `${path} (gated)`,
     extents: () => inner.extents(),
     read: async (o, l) => {
-      await new Promise((r) => setTimeout(r, delayMs));
+      await gate(reads++);
       return inner.read(o, l);
     },
     close: () => inner.close(),
   };
 }
 
+/** Resolves once `done()` is true, polling; after `limitMs` it resolves anyway (the test's asserts then tell). */
+async function until(done: () => boolean, limitMs: number): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!done() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+}
+
 test('GC running concurrently with backups loses nothing, and still collects what nothing references', async () => {
   const t = await tempDir('gc');
+  const repo = await newRepo(t.path);
   try {
-    const repo = await newRepo(t.path);
     const imageA = await mixedImage(join(t.path, 'a.img'), 1);
     const p1 = await backupImage(repo, imageA, 'vm-a');
 
@@ -64,11 +78,14 @@ test('GC running concurrently with backups loses nothing, and still collects wha
       `the unique orphaned chunks of C were collected (${first.chunksDeleted})`,
     );
 
-    // An incremental based on p1, slow, while GC runs again and again with no grace period.
+    // An incremental based on p1 while GC runs again and again with no grace period: each of the
+    // incremental's 48 reads, every 16th waits for one more GC to finish (three in all).
     const s2 = await repo.beginBackup({ name: 'vm-a' });
-    const srcA = await slowSource(imageA, 15);
     let running = true;
     let gcRuns = 0;
+    const srcA = await gatedSource(imageA, (n) =>
+      until(() => !running || gcRuns >= 1 + Math.floor(n / 16), 60_000),
+    );
     const gcLoop = (async () => {
       while (running) {
         await repo.gc({ graceMs: 0, lockWaitMs: 30_000 });
@@ -105,7 +122,7 @@ test('GC running concurrently with backups loses nothing, and still collects wha
     }
     await srcA.close();
     await srcB.close();
-    assert.ok(gcRuns >= 2, `gc ran ${gcRuns} times during the backups`);
+    assert.ok(gcRuns >= 3, `gc ran ${gcRuns} times during the backups`);
 
     await repo.gc({ graceMs: 0 });
     const v = await repo.verify();
@@ -119,8 +136,9 @@ test('GC running concurrently with backups loses nothing, and still collects wha
       await repo.restoreToFile(point, 0, out);
       await assertSameFile(out, image);
     }
-    await repo.close();
   } finally {
+    // Always: an open repository keeps its chunk workers, and with them this test file, running.
+    await repo.close();
     await t.cleanup();
   }
 });
