@@ -28,7 +28,8 @@ async function newestPoint(vm: string) {
   return getRestorePoint(e.db.pool, p!.id);
 }
 
-async function waitFor(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
+/** Polls `cond` until it holds; the limit only ends a broken run (generous for a slow, loaded machine). */
+async function waitFor(cond: () => Promise<boolean>, what: string, ms = 120_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -39,13 +40,17 @@ async function waitFor(cond: () => Promise<boolean>, what: string, ms = 20_000):
 test('two concurrent jobs on one proxy: the second pre-flight leaves the first job disk attached', async () => {
   const w = e.startWorker('vbproxy01');
   try {
-    vddkFaults(['read.delay.nth = *', 'read.delay.ms = 30']);
+    // The first job's first read takes 10 s, so that its disk stays hot-added while the second
+    // job starts and runs its pre-flight (a fraction of a second here) even on a slow, loaded
+    // machine. Its connection read the fault file before the hot-add; the second job's has none.
+    vddkFaults(['read.delay.nth = 1', 'read.delay.ms = 10000']);
     const policy = await e.policy();
     const first = await e.backup(policy, 'web01');
     await waitFor(
       async () => (await e.hotAdded('vbproxy01')).length === 1,
       'the first job to hot-add its disk',
     );
+    vddkFaults(null);
     const second = await e.backup(policy, 'db01');
     const [j1, j2] = await Promise.all([e.waitJob(first), e.waitJob(second)]);
     assert.equal(j1.state, 'succeeded', j1.errorMessage ?? '');
@@ -178,7 +183,9 @@ test('a cancelled backup stops, cleans up its snapshot and hot-add, and is recor
   const w = e.startWorker('vbproxy01');
   try {
     e.lab.guestWrite('web01', 2000, 0, randomBytes(24 * 1024 * 1024));
-    vddkFaults(['read.delay.nth = *', 'read.delay.ms = 250']);
+    // Reads slow enough that the whole disk would take about 25 s: the cancellation (seen within
+    // a second or two) comes long before the end, on a slow machine too.
+    vddkFaults(['read.delay.nth = *', 'read.delay.ms = 500']);
     const policy = await e.policy();
     const id = await e.backup(policy, 'web01');
     await waitFor(async () => (await e.hotAdded('vbproxy01')).length === 1, 'the hot-add');

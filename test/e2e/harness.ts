@@ -78,7 +78,8 @@ export async function startE2E(definition: LabDefinitionInput = smallLab()): Pro
         stalledIntervalMs: 1000,
         retryDelayMs: 300,
       }),
-    waitJob: (jobId, timeoutMs = 60_000) => env.waitJob(jobId, { timeoutMs }),
+    // A job takes seconds here; the limit only ends a broken run, so it allows a slow, loaded machine.
+    waitJob: (jobId, timeoutMs = 180_000) => env.waitJob(jobId, { timeoutMs }),
     ourSnapshots: async (vm) => (await env.ourSnapshots(vm)).map((n) => n.ref.value),
     openLedger: async (proxy) => (await openAttachments(env.db.pool, env.moref(proxy))).length,
   };

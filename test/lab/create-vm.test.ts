@@ -457,7 +457,9 @@ describe('Destroy_Task', () => {
     const proxy = await find('dc1/vm/proxy01');
     const world = t.lab.world;
     const duration = world.taskDurationMs;
-    world.taskDurationMs = 300;
+    // Long enough that the task still runs after the two steps below however slow the machine
+    // (each a call or two); the test then waits the rest of it out.
+    world.taskDurationMs = 3000;
     let record: AttachRecord | undefined;
     let task: VimValue | undefined;
     try {

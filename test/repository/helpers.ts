@@ -80,14 +80,19 @@ export async function backupImage(
   incremental?: { base: string; extents: Extent[] },
 ): Promise<Manifest> {
   const src = await RawImageSource.open(image);
+  let session: Awaited<ReturnType<Repository['beginBackup']>> | undefined;
   try {
-    const s = await repo.beginBackup({ name });
-    await s.backupDisk(src, {
+    session = await repo.beginBackup({ name });
+    await session.backupDisk(src, {
       disk: 0,
       base: incremental ? { pointId: incremental.base, disk: 0 } : undefined,
       changedExtents: incremental?.extents,
     });
-    return await s.commit({ consistency: 'image' });
+    return await session.commit({ consistency: 'image' });
+  } catch (err) {
+    // As the CLI and the backup job do: a failed backup is aborted, which closes its index files.
+    await session?.abort().catch(() => undefined);
+    throw err;
   } finally {
     await src.close();
   }

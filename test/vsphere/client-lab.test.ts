@@ -114,11 +114,21 @@ describe('sessions', () => {
     const info = await getVm(client, web);
     assert.equal(info.name, 'web01');
     assert.equal(client.relogins, 1);
+    // Sessions idle for 100 ms expire; once the client logs in again, the timeout goes back to its
+    // long value, so that the new session outlives the retried call however slow the machine is.
+    const invoke = client.transport.invoke.bind(client.transport);
+    client.transport.invoke = (method, args) => {
+      if (method === 'Login') t.lab.server.sessionTimeoutMs = 1800_000;
+      return invoke(method, args);
+    };
     t.lab.server.sessionTimeoutMs = 100;
-    await new Promise((r) => setTimeout(r, 250));
-    await getVm(client, web);
-    assert.equal(client.relogins, 2);
-    t.lab.server.sessionTimeoutMs = 1800_000;
+    try {
+      await new Promise((r) => setTimeout(r, 250));
+      await getVm(client, web);
+      assert.equal(client.relogins, 2);
+    } finally {
+      t.lab.server.sessionTimeoutMs = 1800_000;
+    }
   });
 
   test('concurrent calls that all see the expiry share one re-login', async () => {
@@ -182,8 +192,12 @@ describe('sessions', () => {
       keepAliveMs: 1000,
     });
     const before = t.lab.server.calls.get('CurrentTime') ?? 0;
-    await new Promise((r) => setTimeout(r, 2300));
-    assert.ok((t.lab.server.calls.get('CurrentTime') ?? 0) > before);
+    // The first keep-alive is due about 2 s from now; wait for it, with a generous limit.
+    const end = Date.now() + 60_000;
+    while ((t.lab.server.calls.get('CurrentTime') ?? 0) <= before && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok((t.lab.server.calls.get('CurrentTime') ?? 0) > before, 'a CurrentTime keep-alive was sent');
     await client.close();
   });
 
@@ -297,7 +311,9 @@ describe('faults map to typed errors naming the object', () => {
 
   test('TaskInProgress (a second task on a busy VM)', async () => {
     const busy = await vm('busy01');
-    t.lab.world.taskDurationMs = 5000;
+    // The first task runs until the lab stops (nothing else uses busy01), so that it is still
+    // running when the second is asked for, however slow the machine.
+    t.lab.world.taskDurationMs = 3_600_000;
     await c.call('CreateSnapshot_Task', { _this: busy, name: 'a', memory: false, quiesce: false });
     t.lab.world.taskDurationMs = 20;
     await assert.rejects(
