@@ -162,8 +162,20 @@ interface Pending {
   resolve: (r: Result) => void;
   reject: (e: Error) => void;
   idHex: string | undefined;
-  /** Description of the restore target a worker writes to (fetchOpenWrite). */
-  target?: string;
+  /** Description of the disk a worker reads (readHash: the backup's source) or writes (fetchOpenWrite: the restore target). */
+  disk: string | undefined;
+}
+
+/** How `submit` sends a request, besides the request itself. */
+interface SubmitOptions {
+  /** Memory that moves to the worker with the request. */
+  transfer?: ArrayBuffer;
+  /** The chunk's id, for errors that name it. */
+  idHex?: string;
+  /** The disk the worker reads or writes, for errors that name it (Pending.disk). */
+  disk?: string;
+  /** The worker that must take the request (one that holds its chunk); else the least loaded. */
+  worker?: number;
 }
 
 /**
@@ -292,12 +304,12 @@ export class ChunkWorkerPool {
       });
     } else if (res.sourceRead) {
       p.reject(
-        new DiskIoError('IMAGE_READ', `read from ${p.target ?? 'the source disk'} failed: ${res.message}`, {
+        new DiskIoError('IMAGE_READ', `read from ${p.disk ?? 'the source disk'} failed: ${res.message}`, {
           transient: true,
         }),
       );
     } else if (res.targetWrite) {
-      const where = p.target ?? 'the restore target';
+      const where = p.disk ?? 'the restore target';
       p.reject(
         res.errno === 'ENOSPC' || res.errno === 'EDQUOT'
           ? new NoSpaceError(where)
@@ -314,13 +326,8 @@ export class ChunkWorkerPool {
     }
   }
 
-  private submit(
-    req: WorkerRequest,
-    transfer: ArrayBuffer | undefined,
-    idHex?: string,
-    target?: string,
-    worker?: number,
-  ): Promise<Result> {
+  private submit(req: WorkerRequest, options: SubmitOptions = {}): Promise<Result> {
+    const { transfer, idHex, disk, worker } = options;
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new RepositoryError('REPO_WORKER', 'chunk worker pool is closed'));
     if (!this.configured) return Promise.reject(new Error('internal: chunk worker pool used before setup'));
@@ -333,7 +340,7 @@ export class ChunkWorkerPool {
         if ((this.load[i] ?? 0) < (this.load[best] ?? 0)) best = i;
     this.load[best] = (this.load[best] ?? 0) + 1;
     return new Promise((resolve, reject) => {
-      this.pending.set(req.seq, { resolve, reject, idHex, target });
+      this.pending.set(req.seq, { resolve, reject, idHex, disk });
       this.workers[best]!.postMessage(req, transfer ? [transfer] : []);
     });
   }
@@ -347,7 +354,7 @@ export class ChunkWorkerPool {
   hash(data: Buffer, probe?: { skipProbeFor: Buffer | null }): Promise<Result> {
     const req: WorkerRequest = { seq: ++this.seq, op: 'hash', data };
     if (probe && this.local) req.probe = probe;
-    return this.submit(req, data.buffer as ArrayBuffer);
+    return this.submit(req, { transfer: data.buffer as ArrayBuffer });
   }
 
   /**
@@ -362,36 +369,31 @@ export class ChunkWorkerPool {
     const { description, ...where } = from;
     const req: WorkerRequest = { seq: ++this.seq, op: 'readHash', ...where };
     if (probe && this.local) req.probe = probe;
-    return this.submit(req, undefined, undefined, description);
+    return this.submit(req, { disk: description });
   }
 
   /** Seals a held chunk and stores it as the chunk object at `path` (local pools only); returns its size. */
   async storeHeld(held: HeldChunk, id: Buffer, path: string): Promise<number> {
     const req: WorkerRequest = { seq: ++this.seq, op: 'storeHeld', token: held.token, id, path };
-    return (await this.submit(req, undefined, undefined, undefined, held.worker)).stored;
+    return (await this.submit(req, { worker: held.worker })).stored;
   }
 
   /** Lets a held chunk go (it was a duplicate, or the backup failed). */
   async dropHeld(held: HeldChunk): Promise<void> {
-    await this.submit(
-      { seq: ++this.seq, op: 'dropHeld', token: held.token },
-      undefined,
-      undefined,
-      undefined,
-      held.worker,
-    );
+    await this.submit({ seq: ++this.seq, op: 'dropHeld', token: held.token }, { worker: held.worker });
   }
 
   /** The sealed chunk object for `data` (whose memory it takes, as `hash` does). */
   async seal(id: Buffer, data: Buffer): Promise<Buffer> {
-    return (await this.submit({ seq: ++this.seq, op: 'seal', id, data }, data.buffer as ArrayBuffer)).data;
+    const req: WorkerRequest = { seq: ++this.seq, op: 'seal', id, data };
+    return (await this.submit(req, { transfer: data.buffer as ArrayBuffer })).data;
   }
 
   /** The verified plaintext of a chunk object; CorruptObjectError naming the chunk otherwise. */
   async open(id: Buffer, object: Buffer, expectedLength?: number): Promise<Buffer> {
     const d = owned(object);
     const req: WorkerRequest = { seq: ++this.seq, op: 'open', id, data: d, expectedLength };
-    return (await this.submit(req, d.buffer as ArrayBuffer, id.toString('hex'))).data;
+    return (await this.submit(req, { transfer: d.buffer as ArrayBuffer, idHex: id.toString('hex') })).data;
   }
 
   /**
@@ -406,7 +408,7 @@ export class ChunkWorkerPool {
   ): Promise<number> {
     const req: WorkerRequest = { seq: ++this.seq, op: 'sealStore', id, data, path };
     if (giveBack) req.giveBack = true;
-    const r = await this.submit(req, data.buffer as ArrayBuffer);
+    const r = await this.submit(req, { transfer: data.buffer as ArrayBuffer });
     if (giveBack && r.data.length > 0) giveBack(r.data);
     return r.stored;
   }
@@ -414,7 +416,7 @@ export class ChunkWorkerPool {
   /** Reads the chunk object at `path` and returns its verified plaintext (local pools only). */
   async fetchOpen(id: Buffer, path: string, expectedLength?: number): Promise<Buffer> {
     const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpen', id, path, expectedLength };
-    return (await this.submit(req, undefined, id.toString('hex'))).data;
+    return (await this.submit(req, { idHex: id.toString('hex') })).data;
   }
 
   /**
@@ -429,7 +431,7 @@ export class ChunkWorkerPool {
   ): Promise<void> {
     const { description, ...where } = out;
     const req: WorkerRequest = { seq: ++this.seq, op: 'fetchOpenWrite', id, path, expectedLength, ...where };
-    await this.submit(req, undefined, id.toString('hex'), description);
+    await this.submit(req, { idHex: id.toString('hex'), disk: description });
   }
 
   async close(): Promise<void> {

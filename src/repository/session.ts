@@ -319,23 +319,23 @@ export class BackupSession {
     giveBack?: (plain: Buffer) => void,
   ): Promise<number> {
     // `data` is the backup pipeline's own buffer (ChunkStoreAccess.sealStore): the pool takes it.
-    const stored = await pool.sealStore(id, data, paths.chunk(hex), giveBack);
-    this.remember(hex);
-    this.wrote(stored);
-    return stored;
+    return this.stored(hex, await pool.sealStore(id, data, paths.chunk(hex), giveBack));
   }
 
   private async storeHeld(pool: ChunkWorkerPool, held: HeldChunk, id: Buffer, hex: string): Promise<number> {
-    const stored = await pool.storeHeld(held, id, paths.chunk(hex));
-    this.remember(hex);
-    this.wrote(stored);
-    return stored;
+    return this.stored(hex, await pool.storeHeld(held, id, paths.chunk(hex)));
   }
 
   private async store(hex: string, sealed: Buffer): Promise<void> {
     await this.host.backend.write(paths.chunk(hex), sealed);
+    this.stored(hex, sealed.length);
+  }
+
+  /** Records a chunk object this session wrote, of `bytes` bytes; returns `bytes`. */
+  private stored(hex: string, bytes: number): number {
     this.remember(hex);
-    this.wrote(sealed.length);
+    this.wrote(bytes);
+    return bytes;
   }
 
   /** Counts stored bytes and starts a background flush every WRITEBACK_STEP (see there). */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from '../until.js';
 import { after, before, test } from 'node:test';
 import { requestCancel } from '../../src/catalog/jobs.js';
 import { getRestorePoint, listRestorePoints } from '../../src/catalog/restore-points.js';
@@ -28,15 +28,6 @@ async function newestPoint(vm: string) {
   return getRestorePoint(e.db.pool, p!.id);
 }
 
-/** Polls `cond` until it holds; the limit only ends a broken run (generous for a slow, loaded machine). */
-async function waitFor(cond: () => Promise<boolean>, what: string, ms = 120_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 test('two concurrent jobs on one proxy: the second pre-flight leaves the first job disk attached', async () => {
   const w = e.startWorker('vbproxy01');
   try {
@@ -46,9 +37,9 @@ test('two concurrent jobs on one proxy: the second pre-flight leaves the first j
     vddkFaults(['read.delay.nth = 1', 'read.delay.ms = 10000']);
     const policy = await e.policy();
     const first = await e.backup(policy, 'web01');
-    await waitFor(
-      async () => (await e.hotAdded('vbproxy01')).length === 1,
+    await until(
       'the first job to hot-add its disk',
+      async () => (await e.hotAdded('vbproxy01')).length === 1,
     );
     vddkFaults(null);
     const second = await e.backup(policy, 'db01');
@@ -158,9 +149,8 @@ test('a transient read fault and a session expiry mid-read are survived; the rea
     vddkFaults(['read.delay.nth = *', 'read.delay.ms = 10', 'read.fail.nth = 6', 'read.fail.code = 14011']);
     const policy = await e.policy();
     const id = await e.backup(policy, 'db01');
-    await waitFor(
-      async () => (await e.events(id)).some((x) => x.message.includes('transient fault, resuming')),
-      'the transient fault',
+    await until('the transient fault', async () =>
+      (await e.events(id)).some((x) => x.message.includes('transient fault, resuming')),
     );
     vddkFaults(['read.delay.nth = *', 'read.delay.ms = 10']);
     e.lab.expireSessions();
@@ -188,7 +178,7 @@ test('a cancelled backup stops, cleans up its snapshot and hot-add, and is recor
     vddkFaults(['read.delay.nth = *', 'read.delay.ms = 500']);
     const policy = await e.policy();
     const id = await e.backup(policy, 'web01');
-    await waitFor(async () => (await e.hotAdded('vbproxy01')).length === 1, 'the hot-add');
+    await until('the hot-add', async () => (await e.hotAdded('vbproxy01')).length === 1);
     await requestCancel(e.db.pool, id);
     const j = await e.waitJob(id);
     assert.equal(j.state, 'cancelled');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from '../until.js';
 import { after, before, test } from 'node:test';
 import { getRestorePoint, listRestorePoints } from '../../src/catalog/restore-points.js';
 import { startE2E, type E2E } from './harness.js';
@@ -32,15 +32,6 @@ before(async () => {
 after(async () => {
   await e?.close();
 });
-
-/** Polls `cond` until it holds; fails if `what` has not happened within a limit generous for slow CI. */
-async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
-  const end = Date.now() + 120_000;
-  while (!(await cond())) {
-    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 test('a backup goes to the proxy whose host can hot-add the VM, not to one that would read over NBD', async () => {
   // vbproxy02 registers (its row is online), then is stopped; vbproxy01, which cannot see ds2, takes the job.

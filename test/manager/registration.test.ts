@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { until } from '../until.js';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -63,18 +64,6 @@ function setup(managerUrl: string, token: string) {
   });
   agents.push(agent);
   return { dir, tokenFile, credentialsFile: config.manager.credentialsFile, agent };
-}
-
-/**
- * Polls `cond` until it holds. The limit only ends a broken run: it is generous, since a slow,
- * loaded machine may take much longer than the few hundred milliseconds these steps need here.
- */
-async function until(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function freePort(): Promise<number> {

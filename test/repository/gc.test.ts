@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { until } from '../until.js';
 import { join } from 'node:path';
 import { RawImageSource } from '../../src/pipeline/image-file.js';
 import type { DiskSource } from '../../src/pipeline/disk.js';
@@ -37,12 +38,6 @@ async function gatedSource(
     },
     close: () => inner.close(),
   };
-}
-
-/** Resolves once `done()` is true, polling; after `limitMs` it resolves anyway (the test's asserts then tell). */
-async function until(done: () => boolean, limitMs: number): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!done() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
 }
 
 test('GC running concurrently with backups loses nothing, and still collects what nothing references', async () => {
@@ -84,7 +79,7 @@ test('GC running concurrently with backups loses nothing, and still collects wha
     let running = true;
     let gcRuns = 0;
     const srcA = await gatedSource(imageA, (n) =>
-      until(() => !running || gcRuns >= 1 + Math.floor(n / 16), 60_000),
+      until(`GC run ${1 + Math.floor(n / 16)}`, () => !running || gcRuns >= 1 + Math.floor(n / 16), 60_000),
     );
     const gcLoop = (async () => {
       while (running) {

@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { Repository } from '../../src/repository/repository.js';
 import { IndexReader } from '../../src/repository/index-file.js';
 import { RepositoryError } from '../../src/repository/errors.js';
+import { RawImageSource } from '../../src/pipeline/image-file.js';
+import { DiskIoError } from '../../src/pipeline/errors.js';
 import {
   assertSameFile,
   backupImage,
@@ -189,7 +191,7 @@ test('an incremental from changed extents equals a full backup of the same conte
     const changed = await mutateImage(image, { fraction: 0.03, blockSize: 64 * 1024, seed: 8 });
     // A write into a hole and a write of zeros over data, as a guest would do.
     const hole = { offset: 20 * 1024 * 1024, length: 8192 };
-    const fh = await import('node:fs/promises').then((f) => f.open(image, 'r+'));
+    const fh = await open(image, 'r+');
     await fh.write(noise(8192, 3), 0, 8192, hole.offset);
     await fh.write(Buffer.alloc(65536), 0, 65536, 1024 * 1024);
     await fh.close();
@@ -235,7 +237,6 @@ test('a failed disk read resumes from the last durable chunk', async () => {
       [150 * 1024 * 1024, noise(300 * 1024, 2)],
       [size - 70 * 1024, noise(70 * 1024, 3)],
     ]);
-    const { RawImageSource } = await import('../../src/pipeline/image-file.js');
     const real = await RawImageSource.open(image);
     let failAt: number | undefined = 140 * 1024 * 1024;
     const reads: number[] = [];
@@ -278,8 +279,6 @@ test('chunk workers that read the image themselves store what reads through the 
     const repo = await newRepo(t.path);
     t2.after(() => repo.close());
     const image = await mixedImage(join(t.path, 'a.img'));
-    const { RawImageSource } = await import('../../src/pipeline/image-file.js');
-    const { DiskIoError } = await import('../../src/pipeline/errors.js');
     const direct = await backupImage(repo, image, 'workers-read'); // RawImageSource: workers read
     const real = await RawImageSource.open(image);
     t2.after(() => real.close());
