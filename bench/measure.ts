@@ -10,7 +10,6 @@ export interface Measured {
   maxRssKiB: number;
 }
 
-/** Runs a command under /usr/bin/time; throws with its stderr when it fails. */
 /**
  * Flushes the page cache's dirty data and waits for the file system's pending work. Every measured
  * step starts after one, so that no tool pays for what an earlier step left behind: the previous
@@ -34,12 +33,21 @@ export async function quiesce(seconds = 10): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 }
 
+/** Runs a command under /usr/bin/time; throws with its stderr when it fails. */
 export async function measure(
   cmd: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    /**
+     * Start without `settle` (default true): for a step that must find what the previous step
+     * left in the page cache, such as the fsync of a file a tool just restored.
+     */
+    settleFirst?: boolean;
+  } = {},
 ): Promise<Measured> {
-  settle();
+  if (options.settleFirst !== false) settle();
   const dir = mkdtempSync(join(tmpdir(), 'vbproxy-time-'));
   const out = join(dir, 'time');
   try {
@@ -110,4 +118,14 @@ export function ensureDebian(commands: Record<string, string>): void {
       `could not install ${still.map(([, p]) => p).join(', ')} (apt-get exit ${r.status}); install them and re-run`,
     );
   }
+}
+
+/**
+ * How long making one restored file durable takes (`sync FILE`: fsync of that file), measured right
+ * after the tool that wrote it, without settling first. vbproxy's restore ends with an fsync of its
+ * output; restic's and borg's do not (their restores leave the image in the page cache), so a
+ * like-for-like restore time is theirs plus this.
+ */
+export async function fsyncTime(file: string): Promise<Measured> {
+  return measure('sync', [file], { settleFirst: false });
 }
