@@ -8,6 +8,7 @@ import { VddkDiskTarget, type VddkConnection, type VddkDisk } from '../vddk/inde
 import { describeError, isTransient } from '../errors.js';
 import type { VimClient } from '../vsphere/client.js';
 import { createVm, destroyVm, placementFor } from '../vsphere/vm-lifecycle.js';
+import { creatableNics, describeNetwork, hostNetworks, placeNics, type PlacedNic } from '../vsphere/nics.js';
 import { parseControllers, type DiskInfo } from '../vsphere/disks.js';
 import { getVm, type VmInfo } from '../vsphere/inventory.js';
 import { moref, type MoRef } from '../vsphere/wire/values.js';
@@ -110,6 +111,24 @@ export async function runRestoreJob(
         vmMoref = created.vm.ref.value;
         createdVm = { label: `${target.name} (${vmMoref})`, ref: created.vm.ref };
         pairs = created.pairs;
+        for (const nic of created.unconnectedNics) {
+          await addJobEvent(
+            rt.pool,
+            data.jobId,
+            'warn',
+            `${nic.label} (${nic.type}) of VM ${target.name} was created not connected: ${nic.why}; connect it before powering the VM on`,
+            { vm: vmMoref, nic: nic.label, type: nic.type, network: nic.network },
+          );
+        }
+        for (const nic of created.skippedNics) {
+          await addJobEvent(
+            rt.pool,
+            data.jobId,
+            'warn',
+            `${nic.label} (${nic.type}) of VM ${target.name} was not recreated: vbproxy creates emulated and paravirtual network cards only (an SR-IOV card needs a physical function of the host); add it by hand`,
+            { vm: vmMoref, nic: nic.label, type: nic.type },
+          );
+        }
         await addJobEvent(
           rt.pool,
           data.jobId,
@@ -194,11 +213,14 @@ export async function runRestoreJob(
 }
 
 /**
- * Creates the powered-off VM of a restore to a new VM, with the guest OS type, vCPUs, memory and
- * disk layout kept in the restore point (same controller types and bus numbers, same units, same
- * capacities, thin), on the target datastore or else the one the first disk was on, in the target
- * folder or else the datacenter's VM folder. Returns each restored disk's new counterpart (matched
- * by bus and unit, since vCenter assigns new device keys).
+ * Creates the powered-off VM of a restore to a new VM, with the guest OS type, vCPUs, memory,
+ * firmware and disk layout kept in the restore point (same controller types and bus numbers, same
+ * units, same capacities, thin), on the target datastore or else the one the first disk was on, in
+ * the target folder or else the datacenter's VM folder, and its network cards (same type, same
+ * network when the placement host sees it, generated MAC addresses; a card whose network is not
+ * there is created not connected and returned in `unconnectedNics`; a card of a type vbproxy does not
+ * create, such as SR-IOV, is left out and returned in `skippedNics`). Returns each restored disk's
+ * new counterpart (matched by bus and unit, since vCenter assigns new device keys).
  */
 async function createTargetVm(
   client: VimClient,
@@ -207,7 +229,12 @@ async function createTargetVm(
   wanted: readonly number[],
   target: { name: string; datastore?: string | undefined; folder?: string | undefined },
   ctl: JobControl,
-): Promise<{ vm: VmInfo; pairs: { sourceKey: number; disk: DiskInfo }[] }> {
+): Promise<{
+  vm: VmInfo;
+  pairs: { sourceKey: number; disk: DiskInfo }[];
+  unconnectedNics: { label: string; type: string; network: string; why: string }[];
+  skippedNics: { label: string; type: string }[];
+}> {
   const config = parseVmConfig(pointId, storedConfig);
   const layout = newVmLayout(config, wanted);
   const datastore = target.datastore ?? datastoreOf(config.disks[0]?.fileName ?? '');
@@ -218,12 +245,16 @@ async function createTargetVm(
     );
   }
   let vm: VmInfo;
+  let nics: PlacedNic[] = [];
+  const { create: kept, skip } = creatableNics(config.nics ?? []);
+  const skippedNics = skip.map((n) => ({ label: n.label ?? `network adapter ${n.key}`, type: n.type }));
   try {
     const place = await placementFor(
       client,
       datastore,
       target.folder ? moref('Folder', target.folder) : undefined,
     );
+    if (kept.length > 0) nics = placeNics(kept, await hostNetworks(client, place.host));
     vm = await createVm(client, {
       name: target.name,
       ...place,
@@ -233,6 +264,8 @@ async function createTargetVm(
       guestId: config.guestId ?? undefined,
       numCPUs: config.numCPU ?? undefined,
       memoryMB: config.memoryMB ?? undefined,
+      firmware: config.firmware ?? undefined,
+      nics,
       signal: ctl.signal,
     });
   } catch (err) {
@@ -261,7 +294,19 @@ async function createTargetVm(
     }
     pairs.push({ sourceKey: d.sourceKey, disk });
   }
-  return { vm, pairs };
+  const unconnectedNics = nics.flatMap((n, i) =>
+    n.unconnected === undefined
+      ? []
+      : [
+          {
+            label: n.label,
+            type: n.type,
+            network: describeNetwork(kept[i]?.network),
+            why: n.unconnected,
+          },
+        ],
+  );
+  return { vm, pairs, unconnectedNics, skippedNics };
 }
 
 /**

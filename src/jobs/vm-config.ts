@@ -7,10 +7,10 @@ import { JobError } from './errors.js';
 
 /**
  * The VM configuration a backup keeps (encrypted) in the restore point's manifest: what a restore
- * to a new VM needs to give it the same guest OS type, vCPUs, memory and disk layout. Points
- * written before `controllers` was kept have none: their disks' controllers are then taken to be
- * LSI Logic SCSI controllers, in controller key order (vSphere numbers SCSI controller n's key
- * 1000 + n).
+ * to a new VM needs to give it the same guest OS type, vCPUs, memory, firmware, network cards and
+ * disk layout. Points written before `controllers` was kept have none: their disks' controllers
+ * are then taken to be LSI Logic SCSI controllers, in controller key order (vSphere numbers SCSI
+ * controller n's key 1000 + n).
  */
 const vmConfigSchema = z.object({
   name: z.string(),
@@ -21,6 +21,41 @@ const vmConfigSchema = z.object({
   memoryMB: z.number().int().positive().nullable().optional(),
   controllers: z
     .array(z.object({ key: z.number().int(), type: z.string(), busNumber: z.number().int() }))
+    .optional(),
+  /**
+   * `bios` or `efi`. Points written before it was kept have none: the new VM gets vCenter's
+   * default firmware.
+   */
+  firmware: z.string().nullable().optional(),
+  /**
+   * The network cards: device type, key, label, whether they start connected, the MAC address
+   * type (never the address: a new VM gets a generated one), and the network of their backing (a
+   * standard network by name and moref, a distributed port group by switch UUID and port group
+   * key, or only the type of any other backing). Points written before NICs were kept have none:
+   * the new VM gets no NIC.
+   */
+  nics: z
+    .array(
+      z.object({
+        key: z.number().int(),
+        type: z.string(),
+        label: z.string().optional(),
+        startConnected: z.boolean().optional(),
+        addressType: z.string().nullable().optional(),
+        network: z
+          .discriminatedUnion('kind', [
+            z.object({ kind: z.literal('standard'), name: z.string(), moref: z.string().optional() }),
+            z.object({
+              kind: z.literal('distributed'),
+              switchUuid: z.string(),
+              portgroupKey: z.string().optional(),
+            }),
+            z.object({ kind: z.literal('other'), backingType: z.string() }),
+          ])
+          .nullable()
+          .optional(),
+      }),
+    )
     .optional(),
   disks: z.array(
     z.object({
@@ -50,6 +85,15 @@ export function vmConfigOf(info: VmInfo): VmConfig {
     numCPU: info.numCPU ?? null,
     memoryMB: info.memoryMB ?? null,
     controllers,
+    firmware: info.firmware ?? null,
+    nics: info.nics.map((n) => ({
+      key: n.key,
+      type: n.type,
+      label: n.label,
+      startConnected: n.startConnected,
+      addressType: n.addressType ?? null,
+      network: n.network ?? null,
+    })),
     disks: info.disks.map((d) => ({
       key: d.key,
       label: d.label,

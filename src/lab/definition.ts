@@ -23,6 +23,31 @@ const diskSchema = z.object({
   content: z.object({ seed: z.number().int(), template: z.string().optional() }).optional(),
 });
 
+/** A network name (a standard port group): what vCenter allows, without control characters. */
+const networkName = z
+  .string()
+  .min(1)
+  .max(80)
+  .refine((n) => !/[/\\]/.test(n) && ![...n].some((ch) => ch.charCodeAt(0) < 0x20), {
+    message: '1-80 characters, no "/", "\\" or control characters',
+  });
+
+/** The network card types the lab models (vim25 device types). */
+export const LAB_NIC_TYPES = [
+  'VirtualVmxnet3',
+  'VirtualE1000',
+  'VirtualE1000e',
+  'VirtualVmxnet2',
+  'VirtualPCNet32',
+] as const;
+
+const nicSchema = z.object({
+  type: z.enum(LAB_NIC_TYPES).default('VirtualVmxnet3'),
+  /** A network of the VM's host. */
+  network: networkName.default('VM Network'),
+  startConnected: z.boolean().default(true),
+});
+
 const vmSchema = z.object({
   name,
   host: name.optional(),
@@ -35,6 +60,10 @@ const vmSchema = z.object({
   biosUuid: z.string().uuid().optional(),
   instanceUuid: z.string().uuid().optional(),
   disks: z.array(diskSchema).default([]),
+  /** Network cards (each gets a generated MAC address); default none. */
+  nics: z.array(nicSchema).default([]),
+  /** `config.firmware`. */
+  firmware: z.enum(['bios', 'efi']).default('bios'),
   /** The VM folder, as a path below the datacenter's `vm` folder (`prod` or `prod/web`); default: `vm` itself. */
   folder: z
     .string()
@@ -64,6 +93,8 @@ export const labDefinitionSchema = z.object({
         name,
         datastores: z.array(name).optional(),
         license: z.enum(['licensed', 'free']).default('licensed'),
+        /** The standard networks (port groups) the host has, as vCenter and vcsim have "VM Network". */
+        networks: z.array(networkName).default(['VM Network']),
       }),
     )
     .min(1),
@@ -100,6 +131,14 @@ export function parseLabDefinition(input: unknown, where = 'lab definition'): La
       throw new LabDefinitionError(`${where}: VM ${vm.name} names unknown host ${vm.host}`);
     if (vm.datastore && !ds.has(vm.datastore)) {
       throw new LabDefinitionError(`${where}: VM ${vm.name} names unknown datastore ${vm.datastore}`);
+    }
+    const host = def.hosts.find((h) => h.name === (vm.host ?? def.hosts[0]?.name));
+    for (const n of vm.nics) {
+      if (host && !host.networks.includes(n.network)) {
+        throw new LabDefinitionError(
+          `${where}: VM ${vm.name} has a NIC on network "${n.network}", which its host ${host.name} does not have`,
+        );
+      }
     }
     const slots = new Set<string>();
     for (const d of vm.disks) {
@@ -147,17 +186,34 @@ export function defaultLabDefinition(): LabDefinition {
     hosts: [{ name: 'esx1', datastores: ['ds1'] }],
     datastores: [{ name: 'ds1' }],
     vms: [
-      { name: 'web01', cbt: true, disks: [{ sizeMiB: 64, content: { seed: 1, template: 'debian' } }] },
-      { name: 'web02', cbt: true, disks: [{ sizeMiB: 64, content: { seed: 2, template: 'debian' } }] },
+      {
+        name: 'web01',
+        cbt: true,
+        nics: [{ type: 'VirtualVmxnet3', network: 'VM Network' }],
+        disks: [{ sizeMiB: 64, content: { seed: 1, template: 'debian' } }],
+      },
+      {
+        name: 'web02',
+        cbt: true,
+        nics: [{ type: 'VirtualVmxnet3', network: 'VM Network' }],
+        disks: [{ sizeMiB: 64, content: { seed: 2, template: 'debian' } }],
+      },
       {
         name: 'db01',
         cbt: true,
+        nics: [{ type: 'VirtualVmxnet3', network: 'VM Network' }],
         disks: [
           { sizeMiB: 64, content: { seed: 3 } },
           { sizeMiB: 32, content: { seed: 4 } },
         ],
       },
     ],
-    proxies: [{ name: 'vbproxy01', disks: [{ sizeMiB: 16 }] }],
+    proxies: [
+      {
+        name: 'vbproxy01',
+        nics: [{ type: 'VirtualVmxnet3', network: 'VM Network' }],
+        disks: [{ sizeMiB: 16 }],
+      },
+    ],
   });
 }

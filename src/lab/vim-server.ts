@@ -15,6 +15,7 @@ import {
 import {
   arrayOf,
   isMoRef,
+  isVimObject,
   moref,
   type MoRef,
   type VimObject,
@@ -614,6 +615,7 @@ export class LabVimServer {
           'VirtualMachine',
           'HostSystem',
           'Datastore',
+          'Network',
           'Datacenter',
           'ComputeResource',
           'ResourcePool',
@@ -626,6 +628,8 @@ export class LabVimServer {
           out.push(...w.hosts.map((h) => moref('HostSystem', h.moref)));
         if (t === 'Datastore' || t === 'ManagedEntity')
           out.push(...w.datastores.map((d) => moref('Datastore', d.moref)));
+        if (t === 'Network' || t === 'ManagedEntity')
+          out.push(...w.networks.map((n) => moref('Network', n.moref)));
         if (t === 'Datacenter' || t === 'ManagedEntity') out.push(moref('Datacenter', w.datacenter.moref));
         if (t === 'ComputeResource' || t === 'ManagedEntity')
           out.push(...w.hosts.map((h) => moref('ComputeResource', w.computeResourceOf(h))));
@@ -711,6 +715,9 @@ export class LabVimServer {
       case 'ContainerView':
         if (!this.views.has(obj.value)) throw w.notFound('ContainerView', obj.value);
         return;
+      case 'Network':
+        w.network(obj.value);
+        return;
       default:
         return;
     }
@@ -731,7 +738,9 @@ export class LabVimServer {
     } catch {
       return [];
     }
-    const list = Array.isArray(v) ? v : v === undefined ? [] : [v];
+    // Array properties are ArrayOf<item> values ({ _type, [item]: [...] }).
+    const items = isVimObject(v) && v._type.startsWith('ArrayOf') ? v[v._type.slice(7)] : v;
+    const list = Array.isArray(items) ? items : items === undefined ? [] : [items];
     return list.filter(isMoRef);
   }
 
@@ -818,6 +827,21 @@ export class LabVimServer {
             h.datastores.map((d) => moref('Datastore', d)),
           );
         if (path === 'parent') return moref('ComputeResource', w.computeResourceOf(h));
+        if (path === 'network')
+          return arrayOf(
+            MOREF_TYPE,
+            w.hostNetworks(h).map((n) => moref('Network', n.moref)),
+          );
+        break;
+      }
+      case 'Network': {
+        const n = w.network(obj.value);
+        if (path === 'name') return n.name;
+        if (path === 'host')
+          return arrayOf(
+            MOREF_TYPE,
+            w.networkHosts(n).map((h) => moref('HostSystem', h.moref)),
+          );
         break;
       }
       case 'ComputeResource': {

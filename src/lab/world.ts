@@ -37,7 +37,7 @@ import {
   resetJournal,
   UnknownChangeIdError,
 } from './ctk.js';
-import type { LabDefinition, LabVmDefinition } from './definition.js';
+import { LAB_NIC_TYPES, type LabDefinition, type LabVmDefinition } from './definition.js';
 import { LabFault } from './fault.js';
 import {
   allocatedAreas,
@@ -118,7 +118,27 @@ interface VmState {
   pendingMerges: { child: string; parent: string }[];
   /** Guest OS type, vCPUs and memory; absent in lab states saved before they were kept. */
   hardware?: VmHardware;
+  /** Network cards; absent in lab states saved before they were kept (none). */
+  nics?: NicState[];
+  /** `bios` or `efi`; absent in lab states saved before it was kept (`bios`). */
+  firmware?: string;
 }
+
+interface NicState {
+  key: number;
+  type: string;
+  /** The network's name (a standard network of the VM's host); undefined: no backing. */
+  network: string | undefined;
+  macAddress: string;
+  addressType: string;
+  startConnected: boolean;
+}
+
+/** A network card of a CreateVM spec; `macAddress` only when the spec sets one (manual). */
+type PlannedNic = Omit<NicState, 'key' | 'macAddress'> & { macAddress?: string };
+
+/** The PCI controller network cards hang off (vCenter and vcsim: key 100, units from 7). */
+const PCI_CONTROLLER = 100;
 
 interface VmHardware {
   guestId: string;
@@ -135,6 +155,13 @@ interface HostState {
   datastores: string[];
   license: 'licensed' | 'free';
   uuid: string;
+  /** Names of the standard networks the host has; absent in states saved before ("VM Network"). */
+  networks?: string[];
+}
+
+interface NetworkState {
+  moref: string;
+  name: string;
 }
 
 interface DatastoreState {
@@ -165,6 +192,8 @@ interface WorldState {
   hosts: HostState[];
   datastores: DatastoreState[];
   vms: VmState[];
+  /** One Network object per network name of any host; absent in states saved before networks. */
+  networks?: NetworkState[];
 }
 
 export interface TaskState {
@@ -240,6 +269,7 @@ export class LabWorld {
         this.state.folders = this.baseFolders();
         for (const vm of this.state.vms) vm.folder ??= VM_FOLDER;
       }
+      this.ensureNetworks();
       return;
     }
     await this.build();
@@ -302,8 +332,10 @@ export class LabWorld {
         datastores: names.map((n) => this.dsByName(n).moref),
         license: h.license,
         uuid: randomUUID(),
+        networks: [...h.networks],
       });
     }
+    this.ensureNetworks();
     for (const vm of def.vms) await this.addVm(vm, false);
     for (const vm of def.proxies) await this.addVm(vm, true);
   }
@@ -351,6 +383,8 @@ export class LabWorld {
       instanceUuid: (v.instanceUuid ?? randomUUID()).toLowerCase(),
       powerState: v.powerState,
       hardware: { ...DEFAULT_HARDWARE },
+      firmware: v.firmware,
+      nics: [],
       template: v.template,
       tools: v.tools,
       proxy,
@@ -412,10 +446,76 @@ export class LabWorld {
         });
       }
     }
+    for (const n of v.nics) {
+      vm.nics!.push({
+        key: 4000 + vm.nics!.length,
+        type: n.type,
+        network: n.network,
+        macAddress: this.generateMac(),
+        addressType: 'assigned',
+        startConnected: n.startConnected,
+      });
+    }
     this.state.vms.push(vm);
     if (v.cbt) {
       vm.cbtEnabled = true;
       this.activateCbt(vm);
+    }
+  }
+
+  // --- Networks -------------------------------------------------------------------------------
+
+  /** Gives every network name of a host a Network object (`network-<N>`), once. */
+  private ensureNetworks(): void {
+    this.state.networks ??= [];
+    for (const h of this.state.hosts) {
+      for (const name of this.hostNetworkNames(h)) {
+        if (!this.state.networks.some((n) => n.name === name)) {
+          this.state.networks.push({ moref: this.id('network'), name });
+        }
+      }
+    }
+  }
+
+  private hostNetworkNames(h: HostState): string[] {
+    return h.networks ?? ['VM Network'];
+  }
+
+  get networks(): readonly NetworkState[] {
+    return this.state.networks ?? [];
+  }
+
+  network(ref: string): NetworkState {
+    const n = this.networks.find((x) => x.moref === ref);
+    if (!n) throw this.notFound('Network', ref);
+    return n;
+  }
+
+  /** The Network objects a host has (`HostSystem.network`). */
+  hostNetworks(host: HostState): NetworkState[] {
+    const names = this.hostNetworkNames(host);
+    return this.networks.filter((n) => names.includes(n.name));
+  }
+
+  /** The hosts that have a network (`Network.host`). */
+  networkHosts(net: NetworkState): HostState[] {
+    return this.state.hosts.filter((h) => this.hostNetworkNames(h).includes(net.name));
+  }
+
+  /**
+   * A MAC address as vCenter generates them (prefix 00:50:56, fourth byte 0x80-0xbf), unique
+   * among the lab's network cards.
+   */
+  private generateMac(): string {
+    const used = new Set(this.state.vms.flatMap((v) => (v.nics ?? []).map((n) => n.macAddress)));
+    for (;;) {
+      const b = [
+        0x80 | Math.floor(Math.random() * 0x40),
+        Math.floor(Math.random() * 256),
+        Math.floor(Math.random() * 256),
+      ];
+      const mac = ['00', '50', '56', ...b.map((x) => x.toString(16).padStart(2, '0'))].join(':');
+      if (!used.has(mac)) return mac;
     }
   }
 
@@ -1314,7 +1414,13 @@ export class LabWorld {
     };
     const biosUuid = uuid('uuid');
     const instanceUuid = uuid('instanceUuid');
-    const plan = this.planDevices((spec.deviceChange as VimObject[] | undefined) ?? [], ds.name);
+    const firmware = spec.firmware ?? 'bios';
+    if (firmware !== 'bios' && firmware !== 'efi') {
+      throw new LabFault('InvalidArgument', 'A specified parameter was not correct: firmware', {
+        invalidProperty: 'firmware',
+      });
+    }
+    const plan = this.planDevices((spec.deviceChange as VimObject[] | undefined) ?? [], ds.name, host);
     return this.startTask(
       'Folder.createVm',
       folder,
@@ -1344,6 +1450,15 @@ export class LabWorld {
           instanceUuid: inst,
           powerState: 'poweredOff',
           hardware,
+          firmware,
+          nics: plan.nics.map((n, i) => ({
+            key: 4000 + i,
+            type: n.type,
+            network: n.network,
+            macAddress: n.macAddress ?? this.generateMac(),
+            addressType: n.addressType,
+            startConnected: n.startConnected,
+          })),
           template: false,
           tools: false,
           proxy: false,
@@ -1408,9 +1523,11 @@ export class LabWorld {
   private planDevices(
     changes: VimObject[],
     dsName: string,
+    host: HostState,
   ): {
     controllers: { key: number; type: string; busNumber: number }[];
     disks: { controllerKey: number; unitNumber: number; capacity: number }[];
+    nics: PlannedNic[];
   } {
     const bad = (i: number, property: string, why: string): LabFault =>
       new LabFault('InvalidDeviceSpec', `Invalid configuration for device '${i}': ${why}`, {
@@ -1419,6 +1536,7 @@ export class LabWorld {
       });
     const controllers: { key: number; type: string; busNumber: number }[] = [];
     const diskSpecs: [number, VimObject][] = [];
+    const nics: PlannedNic[] = [];
     for (const [i, c] of changes.entries()) {
       const dev = (c.device ?? { _type: 'VirtualDevice' }) as VimObject;
       if (c.operation !== 'add') {
@@ -1446,6 +1564,9 @@ export class LabWorld {
           );
         }
         diskSpecs.push([i, dev]);
+      } else if (LAB_NIC_TYPES.includes(dev._type as (typeof LAB_NIC_TYPES)[number])) {
+        if (c.fileOperation !== undefined) throw bad(i, 'fileOperation', 'a network adapter has no file');
+        nics.push(this.planNic(i, dev, host, bad));
       } else {
         throw bad(i, 'device', `the lab does not create ${dev._type} devices`);
       }
@@ -1516,7 +1637,76 @@ export class LabWorld {
       units.add(u);
       d.unitNumber = u;
     }
-    return { controllers, disks };
+    return { controllers, disks, nics };
+  }
+
+  /**
+   * One network card of a CreateVM spec, validated as vCenter does: a network backing must name
+   * (by `deviceName`, and by `network` if given) a network of the placement host; a card without
+   * a backing is created, not connected; the lab has no distributed switches (vcsim: NotFound for
+   * an unknown switch UUID); a manual MAC address must be a valid unicast one.
+   */
+  private planNic(
+    i: number,
+    dev: VimObject,
+    host: HostState,
+    bad: (i: number, property: string, why: string) => LabFault,
+  ): PlannedNic {
+    const backing = dev.backing as VimObject | undefined;
+    let network: string | undefined;
+    if (backing?._type === 'VirtualEthernetCardNetworkBackingInfo') {
+      const name = backing.deviceName;
+      const have = this.hostNetworks(host);
+      const net = have.find((n) => n.name === name);
+      if (typeof name !== 'string' || !net) {
+        throw bad(
+          i,
+          'device.backing.deviceName',
+          `host ${host.name} has no network ${JSON.stringify(name ?? '')}`,
+        );
+      }
+      const ref = backing.network;
+      if (ref !== undefined && (!isMoRefValue(ref) || ref.type !== 'Network' || ref.value !== net.moref)) {
+        throw bad(
+          i,
+          'device.backing.network',
+          `network ${isMoRefValue(ref) ? `${ref.type}:${ref.value}` : String(ref)} is not "${net.name}" (Network:${net.moref}) of host ${host.name}`,
+        );
+      }
+      network = net.name;
+    } else if (backing?._type === 'VirtualEthernetCardDistributedVirtualPortBackingInfo') {
+      const port = backing.port as VimObject | undefined;
+      throw new LabFault('NotFound', `DVS ${String(port?.switchUuid)} cannot be found`);
+    } else if (backing !== undefined) {
+      throw bad(i, 'device.backing', `the lab does not back network adapters with ${backing._type}`);
+    }
+    const addressType = typeof dev.addressType === 'string' ? dev.addressType : 'generated';
+    let macAddress: string | undefined;
+    if (addressType === 'manual') {
+      const mac = typeof dev.macAddress === 'string' ? dev.macAddress.toLowerCase() : '';
+      if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac) || parseInt(mac.slice(0, 2), 16) & 1) {
+        throw bad(
+          i,
+          'device.macAddress',
+          `${JSON.stringify(dev.macAddress ?? '')} is not a unicast MAC address`,
+        );
+      }
+      if (this.state.vms.some((v) => (v.nics ?? []).some((n) => n.macAddress === mac))) {
+        throw bad(i, 'device.macAddress', `MAC address ${mac} is already in use`);
+      }
+      macAddress = mac;
+    } else if (addressType !== 'generated' && addressType !== 'assigned') {
+      throw bad(i, 'device.addressType', `address type ${addressType} is not generated, manual or assigned`);
+    }
+    const conn = dev.connectable as VimObject | undefined;
+    return {
+      type: dev._type,
+      network,
+      addressType,
+      ...(macAddress !== undefined ? { macAddress } : {}),
+      // A card without a network cannot connect.
+      startConnected: network !== undefined && (conn === undefined || conn.startConnected === true),
+    };
   }
 
   // --- Destroy --------------------------------------------------------------------------------
@@ -1722,7 +1912,55 @@ export class LabWorld {
         // A record naming a file that is gone shows nothing.
       }
     }
-    return [...this.controllerDevices(vm, disks), ...disks];
+    const nics = this.nicDevices(vm);
+    if (nics.length === 0) return [...this.controllerDevices(vm, disks), ...disks];
+    // The PCI controller the cards are on (shown only with cards, as lab VMs always were).
+    const pci: VimObject = {
+      _type: 'VirtualPCIController',
+      key: PCI_CONTROLLER,
+      deviceInfo: { _type: 'Description', label: 'PCI controller 0', summary: 'PCI controller 0' },
+      busNumber: 0,
+      device: nics.map((n) => n.key as number),
+    };
+    return [pci, ...this.controllerDevices(vm, disks), ...disks, ...nics];
+  }
+
+  /** The network cards of a VM as `config.hardware.device` shows them (vCenter's shape). */
+  private nicDevices(vm: VmState): VimObject[] {
+    return (vm.nics ?? []).map((n, i) => {
+      const net = n.network === undefined ? undefined : this.networks.find((x) => x.name === n.network);
+      return {
+        _type: n.type,
+        key: n.key,
+        deviceInfo: {
+          _type: 'Description',
+          label: `Network adapter ${i + 1}`,
+          summary: n.network ?? 'none',
+        },
+        backing:
+          n.network === undefined
+            ? undefined
+            : {
+                _type: 'VirtualEthernetCardNetworkBackingInfo',
+                deviceName: n.network,
+                useAutoDetect: false,
+                network: net ? moref('Network', net.moref) : undefined,
+              },
+        connectable: {
+          _type: 'VirtualDeviceConnectInfo',
+          migrateConnect: 'unset',
+          startConnected: n.startConnected,
+          allowGuestControl: true,
+          connected: vm.powerState === 'poweredOn' && n.startConnected,
+          status: 'untried',
+        },
+        controllerKey: PCI_CONTROLLER,
+        unitNumber: 7 + i,
+        addressType: n.addressType,
+        macAddress: n.macAddress,
+        wakeOnLanEnabled: true,
+      };
+    });
   }
 
   private controllerDevices(vm: VmState, disks: VimObject[]): VimObject[] {
@@ -1794,6 +2032,15 @@ export class LabWorld {
         return (vm.hardware ?? DEFAULT_HARDWARE).numCPU;
       case 'config.hardware.memoryMB':
         return (vm.hardware ?? DEFAULT_HARDWARE).memoryMB;
+      case 'config.firmware':
+        return vm.firmware ?? 'bios';
+      case 'network':
+        return arrayOf(
+          'ManagedObjectReference',
+          this.networks
+            .filter((n) => (vm.nics ?? []).some((c) => c.network === n.name))
+            .map((n) => moref('Network', n.moref)),
+        );
       case 'config.template':
         return vm.template;
       case 'config.changeTrackingEnabled':

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VimClient } from './client.js';
 import { parseDisks, type DiskInfo } from './disks.js';
+import { parseNics, type NicInfo } from './nics.js';
 import {
   ManagedObjectNotFoundError,
   MethodNotFoundError,
@@ -31,6 +32,7 @@ export const VM_PATHS = [
   'config.hardware.numCPU',
   'config.hardware.memoryMB',
   'config.hardware.device',
+  'config.firmware',
   'capability.changeTrackingSupported',
   'runtime.powerState',
   'runtime.consolidationNeeded',
@@ -54,6 +56,10 @@ export interface VmInfo {
   readonly guestId: string | undefined;
   readonly numCPU: number | undefined;
   readonly memoryMB: number | undefined;
+  /** `config.firmware`: `bios` or `efi`. */
+  readonly firmware: string | undefined;
+  /** The network cards (from `config.hardware.device`). */
+  readonly nics: readonly NicInfo[];
   /** The raw `config.hardware.device` (for controller lookups). */
   readonly devices: VimValue | undefined;
   /** The raw `snapshot` (VirtualMachineSnapshotInfo), if any snapshot exists. */
@@ -86,6 +92,8 @@ export function toVmInfo(ref: MoRef, props: ReadonlyMap<string, VimValue>): VmIn
     guestId: s(props.get('config.guestId')),
     numCPU: positive(props.get('config.hardware.numCPU')),
     memoryMB: positive(props.get('config.hardware.memoryMB')),
+    firmware: s(props.get('config.firmware')),
+    nics: parseNics(props.get('config.hardware.device')),
     devices: props.get('config.hardware.device'),
     snapshot: isVimObject(snap) ? snap : undefined,
   };

@@ -1,6 +1,7 @@
 import type { VimClient } from './client.js';
 import { VimUsageError } from './errors.js';
 import { getVm, listDatastores, listHosts, type VmInfo } from './inventory.js';
+import { ETHERNET_CARD_TYPES, nicDeviceSpec, type PlacedNic } from './nics.js';
 import { retrieveOne } from './property.js';
 import { runTask, type WaitOptions } from './tasks.js';
 import { isMoRef, type MoRef, type VimObject, type VimValue } from './wire/values.js';
@@ -37,6 +38,13 @@ export interface NewVmSpec extends WaitOptions {
   readonly guestId?: string | undefined;
   readonly numCPUs?: number | undefined;
   readonly memoryMB?: number | undefined;
+  /** `bios` or `efi`; default: vCenter's for the guest OS type. */
+  readonly firmware?: string | undefined;
+  /**
+   * Network cards (see `placeNics`), created with generated MAC addresses; one without a backing
+   * is created not connected.
+   */
+  readonly nics?: readonly PlacedNic[] | undefined;
 }
 
 const SCSI_CONTROLLERS = new Set([
@@ -47,9 +55,9 @@ const SCSI_CONTROLLERS = new Set([
 ]);
 
 /**
- * Creates a powered-off VM with empty thin disks (CreateVM_Task on the folder) and returns it as
- * read back from the server. vCenter assigns the device keys: map disks by controller bus number
- * and unit number, never by key.
+ * Creates a powered-off VM with empty thin disks and network cards (CreateVM_Task on the folder)
+ * and returns it as read back from the server. vCenter assigns the device keys and the cards' MAC
+ * addresses: map disks by controller bus number and unit number, never by key.
  */
 export async function createVm(client: VimClient, spec: NewVmSpec): Promise<VmInfo> {
   const tempKey = new Map<number, number>();
@@ -100,6 +108,14 @@ export async function createVm(client: VimClient, spec: NewVmSpec): Promise<VmIn
       },
     });
   });
+  (spec.nics ?? []).forEach((n, i) => {
+    if (!ETHERNET_CARD_TYPES.has(n.type)) {
+      throw new VimUsageError(
+        `network adapter ${i} (${n.label}) of new VM ${spec.name}: ${n.type} is not a card type vbproxy can create`,
+      );
+    }
+    deviceChange.push(nicDeviceSpec(n, -300 - i));
+  });
   const config: Record<string, VimValue> = {
     _type: 'VirtualMachineConfigSpec',
     name: spec.name,
@@ -109,6 +125,7 @@ export async function createVm(client: VimClient, spec: NewVmSpec): Promise<VmIn
   if (spec.guestId !== undefined) config.guestId = spec.guestId;
   if (spec.numCPUs !== undefined) config.numCPUs = spec.numCPUs;
   if (spec.memoryMB !== undefined) config.memoryMB = spec.memoryMB;
+  if (spec.firmware !== undefined) config.firmware = spec.firmware;
   const args: Record<string, VimValue> = { _this: spec.folder, config: config as VimObject, pool: spec.pool };
   if (spec.host) args.host = spec.host;
   const result = await runTask(client, 'CreateVM_Task', args, spec);

@@ -6,6 +6,7 @@ import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../..
 import { createVm, destroyVm, placementFor } from '../../src/vsphere/vm-lifecycle.js';
 import { parseControllers } from '../../src/vsphere/disks.js';
 import { ManagedObjectNotFoundError } from '../../src/vsphere/errors.js';
+import { hostNetworks, placeNics, type KeptNic } from '../../src/vsphere/nics.js';
 import {
   findSelfVm,
   findVmByInstanceUuid,
@@ -196,5 +197,110 @@ export function registerClientSuite(target: ClientTarget): void {
     await destroyVm(client, vm.ref);
     await assert.rejects(getVm(client, vm.ref), ManagedObjectNotFoundError);
     assert.ok(!(await listVms(client)).some((v) => v.ref.value === vm.ref.value), 'gone after Destroy_Task');
+  });
+
+  test(`${target.name}: VMs report their network cards (type, network, MAC) and firmware`, async () => {
+    const withNic = vms.filter((v) => v.nics.length > 0);
+    assert.ok(withNic.length >= 2, 'at least two VMs with a NIC');
+    for (const v of vms) assert.match(v.firmware ?? '', /^(bios|efi)$/, `${v.name} firmware`);
+    for (const n of withNic.flatMap((v) => v.nics)) {
+      assert.match(n.type, /^Virtual(E1000e?|Vmxnet[23]?|PCNet32)$/);
+      assert.match(n.macAddress ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      assert.ok(n.network?.kind === 'standard' || n.network?.kind === 'distributed', n.label);
+    }
+    const hosts = await listHosts(client);
+    const nets = await hostNetworks(client, hosts[0]!.ref);
+    assert.ok(
+      nets.some((n) => n.name === 'VM Network' && n.ref.type === 'Network' && n.portgroupKey === undefined),
+      'every host has "VM Network"',
+    );
+    for (const pg of nets.filter((n) => n.ref.type === 'DistributedVirtualPortgroup')) {
+      assert.ok(pg.portgroupKey && pg.switchUuid, `${pg.name} has its key and switch UUID`);
+    }
+  });
+
+  test(`${target.name}: create a VM with network cards (same type and network, new MAC) and EFI firmware`, async () => {
+    const source = vms.find((v) => v.nics.some((n) => n.network?.kind === 'standard'));
+    const ds = /^\[([^\]]+)\]/.exec(vms.find((v) => v.disks.length > 0)!.disks[0]!.fileName)![1]!;
+    const place = await placementFor(client, ds);
+    const nets = await hostNetworks(client, place.host);
+    // A VM port group, not the switch's uplink port group (vcsim lists it first; vCenter refuses it).
+    const dvpg = nets.find(
+      (n) => n.portgroupKey !== undefined && n.switchUuid !== undefined && !/uplink/i.test(n.name),
+    );
+    const kept: KeptNic[] = [
+      {
+        type: 'VirtualVmxnet3',
+        label: 'Network adapter 1',
+        network: { kind: 'standard', name: 'VM Network' },
+      },
+      {
+        type: 'VirtualE1000e',
+        label: 'Network adapter 2',
+        network: { kind: 'standard', name: 'no-such-net' },
+      },
+    ];
+    if (dvpg) {
+      kept.push({
+        type: 'VirtualE1000',
+        label: 'Network adapter 3',
+        network: { kind: 'distributed', switchUuid: dvpg.switchUuid!, portgroupKey: dvpg.portgroupKey },
+      });
+    }
+    const placed = placeNics(kept, nets);
+    assert.deepEqual(
+      placed.map((p) => [p.type, p.backing?.kind, p.startConnected]),
+      [
+        ['VirtualVmxnet3', 'standard', true],
+        ['VirtualE1000e', undefined, false],
+        ...(dvpg ? [['VirtualE1000', 'distributed', true]] : []),
+      ],
+    );
+    assert.match(placed[1]!.unconnected ?? '', /no network "no-such-net"/);
+    const vm = await createVm(client, {
+      name: `vbproxy-nics-${process.pid}`,
+      ...place,
+      datastore: ds,
+      firmware: 'efi',
+      controllers: [{ key: 1, type: 'VirtualLsiLogicController', busNumber: 0 }],
+      disks: [{ controllerKey: 1, unitNumber: 0, capacityBytes: 1024 * 1024 }],
+      nics: placed,
+    });
+    try {
+      assert.equal(vm.firmware, 'efi');
+      assert.deepEqual(
+        vm.nics.map((n) => [n.type, n.network?.kind === 'standard' ? n.network.name : n.network?.kind]),
+        [
+          ['VirtualVmxnet3', 'VM Network'],
+          ['VirtualE1000e', undefined],
+          ...(dvpg ? [['VirtualE1000', 'distributed']] : []),
+        ],
+      );
+      const std = vm.nics[0]!.network;
+      assert.equal(
+        std?.kind === 'standard' ? std.moref : undefined,
+        nets.find((n) => n.name === 'VM Network')!.ref.value,
+      );
+      assert.equal(vm.nics[0]!.startConnected, true);
+      assert.equal(vm.nics[1]!.startConnected, false, 'a NIC without its network does not start connected');
+      const macs = vm.nics.map((n) => n.macAddress);
+      assert.ok(
+        macs.every((m) => m !== undefined && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m)),
+        macs.join(),
+      );
+      assert.equal(new Set(macs).size, macs.length, 'each NIC its own MAC');
+      if (source) {
+        for (const m of source.nics.map((n) => n.macAddress)) assert.ok(!macs.includes(m), `${m} copied`);
+      }
+      if (dvpg) {
+        const d = vm.nics[2]!.network;
+        assert.deepEqual(d?.kind === 'distributed' ? [d.switchUuid, d.portgroupKey] : [], [
+          dvpg.switchUuid,
+          dvpg.portgroupKey,
+        ]);
+      }
+    } finally {
+      await destroyVm(client, vm.ref);
+    }
   });
 }

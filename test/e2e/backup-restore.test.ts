@@ -3,13 +3,42 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { getRestorePoint, listRestorePoints } from '../../src/catalog/restore-points.js';
-import { fileHash, startE2E, type E2E, type WorkerProcess } from './harness.js';
+import type { LabDefinitionInput } from '../../src/lab/definition.js';
+import { fileHash, smallLab, startE2E, type E2E, type WorkerProcess } from './harness.js';
 
 let e: E2E;
 let worker: WorkerProcess;
 
+/**
+ * The small lab, with db01 on two networks of esx1 and EFI firmware, and a second host esx2 (with
+ * datastore ds3) that has "VM Network" but not "backend".
+ */
+function labWithNetworks(): LabDefinitionInput {
+  const def = smallLab();
+  return {
+    ...def,
+    hosts: [
+      { name: 'esx1', datastores: ['ds1', 'ds2'], networks: ['VM Network', 'backend'] },
+      { name: 'esx2', datastores: ['ds3'], networks: ['VM Network'] },
+    ],
+    datastores: [...(def.datastores ?? []), { name: 'ds3' }],
+    vms: (def.vms ?? []).map((vm) =>
+      vm.name === 'db01'
+        ? {
+            ...vm,
+            firmware: 'efi',
+            nics: [
+              { type: 'VirtualVmxnet3', network: 'VM Network' },
+              { type: 'VirtualE1000e', network: 'backend', startConnected: false },
+            ],
+          }
+        : vm,
+    ),
+  };
+}
+
 before(async () => {
-  e = await startE2E();
+  e = await startE2E(labWithNetworks());
   worker = e.startWorker('vbproxy01');
 });
 after(async () => {
@@ -119,6 +148,43 @@ test('a restore point restored into a new VM created from the configuration it k
   assert.equal(e.diskHash('db01-restored', 2001), expect1);
   const events = await e.events(id);
   assert.ok(events.some((ev) => /created VM db01-restored \(vm-\d+\)/.test(ev.message)));
+  // The same firmware, and each NIC of the same type on the same network, with a new MAC address.
+  assert.equal(vm.firmware, 'efi');
+  assert.deepEqual(
+    vm.nics?.map((n) => [n.type, n.network, n.startConnected, n.addressType]),
+    [
+      ['VirtualVmxnet3', 'VM Network', true, 'generated'],
+      ['VirtualE1000e', 'backend', false, 'generated'],
+    ],
+  );
+  for (const [i, n] of (vm.nics ?? []).entries()) {
+    assert.match(n.macAddress, /^00:50:56:/);
+    assert.notEqual(n.macAddress, source.nics?.[i]?.macAddress, 'never a copy of the original MAC');
+  }
+  assert.ok(!events.some((ev) => ev.level === 'warn'), 'every network was there');
+
+  // On a host without "backend" (esx2, the only one that sees ds3) that NIC is created not
+  // connected, and the job says so.
+  const elsewhere = await e.waitJob(
+    await e.restore(p.id, { kind: 'new-vm', vcenterId: e.vcenterId, name: 'db01-esx2', datastore: 'ds3' }),
+  );
+  assert.equal(elsewhere.state, 'succeeded', elsewhere.errorMessage ?? '');
+  const moved = e.lab.world.vmByRefOrName('db01-esx2');
+  assert.equal(e.lab.world.host(moved.host).name, 'esx2');
+  assert.deepEqual(
+    moved.nics?.map((n) => [n.type, n.network, n.startConnected]),
+    [
+      ['VirtualVmxnet3', 'VM Network', true],
+      ['VirtualE1000e', undefined, false],
+    ],
+  );
+  assert.equal(e.diskHash('db01-esx2', 2000), expect0);
+  const warns = (await e.events(elsewhere.id)).filter((ev) => ev.level === 'warn');
+  assert.equal(warns.length, 1, JSON.stringify(warns));
+  assert.match(
+    warns[0]!.message,
+    /Network adapter 2 \(VirtualE1000e\) of VM db01-esx2 was created not connected: the placement host has no network "backend"; connect it before powering the VM on/,
+  );
 
   // The name is taken now: the next restore to it fails before writing anything, naming the fault.
   const dup = await e.waitJob(

@@ -105,7 +105,7 @@ before(async () => {
     testDefinition({
       hosts: [
         { name: 'esx1', datastores: ['ds1', 'ds2'] },
-        { name: 'esx2', datastores: ['ds3'] },
+        { name: 'esx2', datastores: ['ds3'], networks: ['VM Network', 'backend'] },
         { name: 'esx3', datastores: ['ds3'], license: 'free' },
       ],
       datastores: [{ name: 'ds1' }, { name: 'ds2' }, { name: 'ds3' }],
@@ -511,5 +511,129 @@ describe('Destroy_Task', () => {
     assert.equal(existsSync(dirOf('holder01')), false);
     assert.ok(existsSync(join(dirOf('old01'), 'old01.vmdk')), 'the attached disk is not deleted');
     assert.equal(existsSync(join(t.dir, 'attached', vm.value)), false);
+  });
+});
+
+describe('CreateVM_Task with network cards and firmware', () => {
+  const nic = (type: string, backing?: VimObject, extra: Record<string, VimValue> = {}): VimObject => ({
+    _type: 'VirtualDeviceConfigSpec',
+    operation: 'add',
+    device: {
+      _type: type,
+      key: -300,
+      backing,
+      connectable: {
+        _type: 'VirtualDeviceConnectInfo',
+        startConnected: true,
+        allowGuestControl: true,
+        connected: false,
+      },
+      addressType: 'generated',
+      ...extra,
+    },
+  });
+  const net = (deviceName: string, network?: MoRef): VimObject => ({
+    _type: 'VirtualEthernetCardNetworkBackingInfo',
+    deviceName,
+    ...(network ? { network } : {}),
+  });
+
+  test('each host has "VM Network" (HostSystem.network, Network.name and .host)', async () => {
+    const nets = (await props(esx1, ['network'])).get('network') as MoRef[];
+    assert.equal(nets.length, 1);
+    const p = await props(nets[0]!, ['name', 'host']);
+    assert.equal(p.get('name'), 'VM Network');
+    assert.ok((p.get('host') as MoRef[]).some((h) => h.value === esx1.value));
+    const two = (await props(esx2, ['network'])).get('network') as MoRef[];
+    assert.deepEqual(await Promise.all(two.map(async (n) => (await props(n, ['name'])).get('name'))), [
+      'VM Network',
+      'backend',
+    ]);
+  });
+
+  test('a NIC on a network of the host gets a generated MAC; one without a backing is not connected; EFI is kept', async () => {
+    const vmNet = ((await props(esx1, ['network'])).get('network') as MoRef[])[0]!;
+    const result = await createVm(prod, {
+      ...config('nic01', '[ds1]', [
+        nic('VirtualVmxnet3', net('VM Network', vmNet)),
+        nic('VirtualE1000e', net('VM Network')),
+        nic('VirtualE1000'),
+      ]),
+      firmware: 'efi',
+    });
+    assert.ok(isMoRef(result));
+    const vm = await getVm(c, result);
+    assert.equal(vm.firmware, 'efi');
+    assert.deepEqual(
+      vm.nics.map((n) => [
+        n.type,
+        n.network?.kind === 'standard' ? [n.network.name, n.network.moref] : n.network,
+        n.startConnected,
+        n.addressType,
+      ]),
+      [
+        ['VirtualVmxnet3', ['VM Network', vmNet.value], true, 'generated'],
+        ['VirtualE1000e', ['VM Network', vmNet.value], true, 'generated'],
+        ['VirtualE1000', undefined, false, 'generated'],
+      ],
+    );
+    const macs = vm.nics.map((n) => n.macAddress ?? '');
+    assert.ok(
+      macs.every((m) => /^00:50:56:[89ab][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}$/.test(m)),
+      macs.join(),
+    );
+    assert.equal(new Set(macs).size, 3);
+    const others = (await listVms(c)).filter((v) => v.ref.value !== result.value).flatMap((v) => v.nics);
+    assert.ok(!others.some((n) => macs.includes(n.macAddress ?? '')), 'MACs are unique in the lab');
+    // Without firmware in the spec: bios, as vCenter's default for the lab's guest types.
+    const plain = await createVm(prod, config('nic02', '[ds1]', []));
+    assert.equal((await getVm(c, plain as MoRef)).firmware, 'bios');
+  });
+
+  test('a network the host does not have, or a moref of another network, is InvalidDeviceSpec naming both', async () => {
+    await assert.rejects(
+      createVm(prod, config('nic03', '[ds1]', [nic('VirtualVmxnet3', net('backend'))])),
+      fault('InvalidDeviceSpec', (f, err) => {
+        assert.equal(f.deviceIndex, 0);
+        assert.equal(f.property, 'device.backing.deviceName');
+        assert.match(err.message, /host esx1 has no network "backend"/);
+      }),
+    );
+    await assert.rejects(
+      createVm(
+        prod,
+        config('nic03', '[ds1]', [nic('VirtualVmxnet3', net('VM Network', moref('Network', 'network-999')))]),
+      ),
+      fault('InvalidDeviceSpec', (f) => assert.equal(f.property, 'device.backing.network')),
+    );
+    await assert.rejects(
+      createVm(
+        prod,
+        config('nic03', '[ds1]', [
+          nic('VirtualVmxnet3', undefined, { addressType: 'manual', macAddress: '01:00:5e:00:00:01' }),
+        ]),
+      ),
+      fault('InvalidDeviceSpec', (f) => assert.equal(f.property, 'device.macAddress')),
+    );
+    await assert.rejects(
+      createVm(prod, { ...config('nic03', '[ds1]', []), firmware: 'uefi' }),
+      fault('InvalidArgument', (f) => assert.equal(f.invalidProperty, 'firmware')),
+    );
+    assert.equal(existsSync(join(t.dir, 'datastores', 'ds1', 'nic03')), false);
+  });
+
+  test('a distributed port group backing is NotFound: the lab has no distributed switch (as vcsim for an unknown one)', async () => {
+    const dvs: VimObject = {
+      _type: 'VirtualEthernetCardDistributedVirtualPortBackingInfo',
+      port: {
+        _type: 'DistributedVirtualSwitchPortConnection',
+        switchUuid: '50 1f',
+        portgroupKey: 'dvportgroup-9',
+      },
+    };
+    await assert.rejects(
+      createVm(prod, config('nic04', '[ds1]', [nic('VirtualVmxnet3', dvs)])),
+      fault('NotFound', (_f, err) => assert.match(err.message, /DVS 50 1f cannot be found/)),
+    );
   });
 });

@@ -12,8 +12,20 @@ export function testDefinition(over: Partial<LabDefinitionInput> = {}): LabDefin
     hosts: [{ name: 'esx1', datastores: ['ds1'] }],
     datastores: [{ name: 'ds1' }],
     vms: [
-      { name: 'web01', cbt: true, disks: [{ sizeMiB: 4, content: { seed: 1 } }] },
-      { name: 'db01', cbt: false, powerState: 'poweredOn', disks: [{ sizeMiB: 2 }, { sizeMiB: 1 }] },
+      {
+        name: 'web01',
+        cbt: true,
+        nics: [{ type: 'VirtualVmxnet3', network: 'VM Network' }],
+        disks: [{ sizeMiB: 4, content: { seed: 1 } }],
+      },
+      {
+        name: 'db01',
+        cbt: false,
+        powerState: 'poweredOn',
+        firmware: 'efi',
+        nics: [{ type: 'VirtualE1000e', network: 'VM Network' }],
+        disks: [{ sizeMiB: 2 }, { sizeMiB: 1 }],
+      },
       { name: 'notools', cbt: true, tools: false, disks: [{ sizeMiB: 1 }] },
     ],
     proxies: [{ name: 'proxy01', disks: [{ sizeMiB: 1 }] }],

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { queryChangedAreas } from '../../src/vsphere/cbt.js';
 import { VimClient } from '../../src/vsphere/client.js';
 import { createVm, destroyVm, placementFor } from '../../src/vsphere/vm-lifecycle.js';
+import { hostNetworks, placeNics } from '../../src/vsphere/nics.js';
 import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
 import {
   findSelfVm,
@@ -71,14 +72,44 @@ before(async () => {
   await removeSnapshot(c, s.ref);
   await consolidateDisks(c, web);
   const ds = /^\[([^\]]+)\]/.exec(info.disks[0]!.fileName)![1]!;
+  const place = await placementFor(c, ds);
+  const nics = placeNics(
+    [
+      ...info.nics,
+      { type: 'VirtualE1000e', label: 'gone', network: { kind: 'standard', name: 'no-such-network' } },
+    ],
+    await hostNetworks(c, place.host),
+  );
   const copy = await createVm(c, {
     name: 'web01-copy',
-    ...(await placementFor(c, ds)),
+    ...place,
     datastore: ds,
+    firmware: 'efi',
     controllers: [{ key: 1000, type: 'VirtualLsiLogicController', busNumber: 0 }],
     disks: [{ controllerKey: 1000, unitNumber: 0, capacityBytes: 1024 * 1024 }],
+    nics,
   });
   await destroyVm(c, copy.ref);
+  // A distributed port group backing goes on the wire too (the lab has no distributed switch).
+  await assert.rejects(
+    createVm(c, {
+      name: 'web01-dvs',
+      ...place,
+      datastore: ds,
+      controllers: [],
+      disks: [],
+      nics: [
+        {
+          type: 'VirtualVmxnet3',
+          label: 'dvs',
+          startConnected: true,
+          backing: { kind: 'distributed', switchUuid: '50 1f 2a', portgroupKey: 'dvportgroup-9' },
+          unconnected: undefined,
+        },
+      ],
+    }),
+    /NotFound/,
+  );
   await c.keepAlive();
   await c.close();
   c.transport.onExchange = undefined;
@@ -115,6 +146,12 @@ test('the requests cover every polymorphic request type the client sends', () =>
     'VirtualDiskFlatVer2BackingInfo',
     'VirtualMachineFileInfo',
     'VirtualLsiLogicController',
+    'VirtualVmxnet3',
+    'VirtualE1000e',
+    'VirtualEthernetCardNetworkBackingInfo',
+    'VirtualEthernetCardDistributedVirtualPortBackingInfo',
+    'DistributedVirtualSwitchPortConnection',
+    'VirtualDeviceConnectInfo',
     'OptionValue',
     'PropertyFilterSpec',
     'PropertySpec',

@@ -271,11 +271,21 @@ t(
   'parent?:VirtualDiskRawDiskMappingVer1BackingInfo',
 );
 t(
+  'VirtualDeviceConnectInfo',
+  'DynamicData',
+  'migrateConnect?:xsd:string',
+  'startConnected:xsd:boolean',
+  'allowGuestControl:xsd:boolean',
+  'connected:xsd:boolean',
+  'status?:xsd:string',
+);
+t(
   'VirtualDevice',
   'DynamicData',
   'key:xsd:int',
   'deviceInfo?:Description',
   'backing?:VirtualDeviceBackingInfo',
+  'connectable?:VirtualDeviceConnectInfo',
   'controllerKey?:xsd:int',
   'unitNumber?:xsd:int',
 );
@@ -300,9 +310,52 @@ t('VirtualLsiLogicSASController', 'VirtualSCSIController');
 t('VirtualBusLogicController', 'VirtualSCSIController');
 t('VirtualIDEController', 'VirtualController');
 t('VirtualPCIController', 'VirtualController');
-t('VirtualEthernetCard', 'VirtualDevice', 'addressType?:xsd:string', 'macAddress?:xsd:string');
+t(
+  'VirtualEthernetCard',
+  'VirtualDevice',
+  'addressType?:xsd:string',
+  'macAddress?:xsd:string',
+  'wakeOnLanEnabled?:xsd:boolean',
+);
 t('VirtualE1000', 'VirtualEthernetCard');
-t('VirtualVmxnet3', 'VirtualEthernetCard');
+t('VirtualE1000e', 'VirtualEthernetCard');
+t('VirtualPCNet32', 'VirtualEthernetCard');
+t('VirtualVmxnet', 'VirtualEthernetCard');
+t('VirtualVmxnet2', 'VirtualVmxnet');
+t('VirtualVmxnet3', 'VirtualVmxnet');
+t('VirtualVmxnet3Vrdma', 'VirtualVmxnet3');
+t('VirtualSriovEthernetCard', 'VirtualEthernetCard');
+t(
+  'VirtualDeviceDeviceBackingInfo',
+  'VirtualDeviceBackingInfo',
+  'deviceName:xsd:string',
+  'useAutoDetect?:xsd:boolean',
+);
+t(
+  'VirtualEthernetCardNetworkBackingInfo',
+  'VirtualDeviceDeviceBackingInfo',
+  `network?:${MOR}`,
+  'inPassthroughMode?:xsd:boolean',
+);
+t(
+  'DistributedVirtualSwitchPortConnection',
+  'DynamicData',
+  'switchUuid:xsd:string',
+  'portgroupKey?:xsd:string',
+  'portKey?:xsd:string',
+  'connectionCookie?:xsd:int',
+);
+t(
+  'VirtualEthernetCardDistributedVirtualPortBackingInfo',
+  'VirtualDeviceBackingInfo',
+  'port:DistributedVirtualSwitchPortConnection',
+);
+t(
+  'VirtualEthernetCardOpaqueNetworkBackingInfo',
+  'VirtualDeviceBackingInfo',
+  'opaqueNetworkId:xsd:string',
+  'opaqueNetworkType:xsd:string',
+);
 t(
   'VirtualDeviceConfigSpec',
   'DynamicData',
@@ -333,6 +386,7 @@ t(
   'deviceChange[]:VirtualDeviceConfigSpec',
   'extraConfig[]:OptionValue',
   'changeTrackingEnabled?:xsd:boolean',
+  'firmware?:xsd:string',
 );
 
 // --- Snapshots, CBT, datastores -----------------------------------------------------------------
