@@ -11,6 +11,17 @@ export const idParams = z.strictObject({ id: z.uuid() });
 const folderMoref = z
   .string()
   .regex(/^group-[a-z]?\d+$/, 'must be a folder managed object reference such as group-v3');
+/**
+ * A policy's folder: a folder moref, or an absolute inventory path (`/<datacenter>/vm/<folder>/...`,
+ * govc's notation), resolved when the policy runs.
+ */
+const policyFolder = z
+  .string()
+  .max(4096)
+  .regex(
+    /^(group-[a-z]?\d+|(\/[^/]+)+)$/,
+    'must be a folder managed object reference such as group-v3, or an inventory path starting with / whose segments are not empty, such as /dc1/vm/prod',
+  );
 export const vmMoref = z.string().regex(/^vm-\d+$/, 'must be a VM managed object reference such as vm-42');
 const timestamp = z.iso.datetime({ offset: true });
 const nameString = z.string().min(1).max(128);
@@ -62,7 +73,7 @@ export const policyBody = z.strictObject({
   vmSelection: z
     .strictObject({
       morefs: z.array(vmMoref).max(10_000).default([]),
-      folders: z.array(folderMoref).max(1000).default([]),
+      folders: z.array(policyFolder).max(1000).default([]),
       namePatterns: z.array(z.string().min(1).max(256)).max(1000).default([]),
     })
     .refine((s) => s.morefs.length + s.folders.length + s.namePatterns.length > 0, {

@@ -4,7 +4,7 @@ import type { SecretBox } from '../catalog/secret-box.js';
 import { getVcenterCredentials } from '../catalog/vcenters.js';
 import type { VimClient } from '../vsphere/client.js';
 import { VimLookupError } from '../vsphere/errors.js';
-import { listVms, listVmsInFolder } from '../vsphere/inventory.js';
+import { findByInventoryPath, listVms, listVmsInFolder } from '../vsphere/inventory.js';
 import { JobError } from './errors.js';
 import { connectVcenter, sessionFor, type JobRuntime } from './runtime.js';
 
@@ -33,10 +33,11 @@ export interface SelectedVm {
 }
 
 /**
- * The VMs a policy selects: its explicit morefs, every VM below each of its folders (recursively,
- * through the property collector), and every VM whose name matches one of its patterns. Templates
- * and this proxy's own VM are never selected by a folder or a pattern. One resolver serves the
- * worker (scheduled runs) and the API and CLI ("run now").
+ * The VMs a policy selects: its explicit morefs, every VM below each of its folders (a moref, or
+ * an inventory path resolved now; recursively, through the property collector), and every VM
+ * whose name matches one of its patterns. Templates and this proxy's own VM are never selected by
+ * a folder or a pattern. One resolver serves the worker (scheduled runs) and the API and CLI
+ * ("run now").
  */
 export function policyVmResolver(o: PolicyVmResolverOptions): {
   resolve(policy: Policy): Promise<SelectedVm[]>;
@@ -50,7 +51,8 @@ export function policyVmResolver(o: PolicyVmResolverOptions): {
       const vc = await o.connect(policy.vcenterId);
       try {
         const eligible = (ref: string, template: boolean): boolean => !template && ref !== o.proxyVmMoref;
-        for (const folder of sel.folders) {
+        for (const entry of sel.folders) {
+          const folder = await folderMorefOf(vc.client, policy, entry);
           let vms;
           try {
             vms = await listVmsInFolder(vc.client, folder);
@@ -58,7 +60,7 @@ export function policyVmResolver(o: PolicyVmResolverOptions): {
             if (err instanceof VimLookupError) {
               throw new JobError(
                 'POLICY_FOLDER_NOT_FOUND',
-                `policy ${policy.name} selects folder ${folder}, which does not exist in its vCenter; fix the policy's vmSelection.folders`,
+                `policy ${policy.name} selects folder ${entry === folder ? folder : `${entry} (${folder})`}, which does not exist in its vCenter; fix the policy's vmSelection.folders`,
                 { cause: err },
               );
             }
@@ -79,6 +81,39 @@ export function policyVmResolver(o: PolicyVmResolverOptions): {
       return toList(out);
     },
   };
+}
+
+/** What to do instead when a policy's folder path leads to something that is not a folder. */
+const INSTEAD: Readonly<Record<string, string>> = {
+  VirtualMachine: 'to protect that VM alone, put its moref in vmSelection.morefs',
+  Datacenter: "to protect the datacenter's VMs, give its vm folder (the path followed by /vm)",
+};
+
+/**
+ * The folder moref a `vmSelection.folders` entry names: a moref as it is, an inventory path
+ * (starting with `/`) through `SearchIndex.FindByInventoryPath`. A path that leads nowhere, or to
+ * something other than a Folder, is POLICY_FOLDER_NOT_FOUND naming the policy and the path.
+ */
+async function folderMorefOf(client: VimClient, policy: Policy, entry: string): Promise<string> {
+  if (!entry.startsWith('/')) return entry;
+  const ref = await findByInventoryPath(client, entry);
+  if (ref === undefined) {
+    throw new JobError(
+      'POLICY_FOLDER_NOT_FOUND',
+      `policy ${policy.name} selects folder ${entry}, but no object of its vCenter has that inventory path ` +
+        `(a folder renamed or moved since the policy was written is no longer found by its old path); ` +
+        `fix the policy's vmSelection.folders: give the folder's current path, or its moref (group-v...), which survives renames`,
+    );
+  }
+  if (ref.type !== 'Folder') {
+    const instead = INSTEAD[ref.type] ?? 'give the path of a VM folder';
+    throw new JobError(
+      'POLICY_FOLDER_NOT_FOUND',
+      `policy ${policy.name} selects folder ${entry}, but that inventory path is a ${ref.type} (${ref.value}), ` +
+        `not a folder; fix the policy's vmSelection.folders: ${instead}`,
+    );
+  }
+  return ref.value;
 }
 
 function toList(m: Map<string, string | undefined>): SelectedVm[] {

@@ -25,6 +25,7 @@ import { writeElement, xmlEscape } from '../vsphere/wire/xml-writer.js';
 import { LabFault, type FaultRule } from './fault.js';
 import {
   DATASTORE_FOLDER,
+  NETWORK_FOLDER,
   HOST_FOLDER,
   ROOT_FOLDER,
   VM_FOLDER,
@@ -474,38 +475,8 @@ export class LabVimServer {
         }
         return method === 'FindByUuid' ? found[0] : found;
       }
-      case 'FindByInventoryPath': {
-        const p = String(a.inventoryPath).split('/').filter(Boolean);
-        if (p[0] !== w.datacenter.name) return undefined;
-        if (p.length === 1) return moref('Datacenter', w.datacenter.moref);
-        if (p[1] === 'vm') {
-          // Walk the VM folders: `<dc>/vm/<folder>/.../<vm or folder>`.
-          let cur = VM_FOLDER;
-          for (const [i, name] of p.slice(2).entries()) {
-            const last = i === p.length - 3;
-            const f = w.folders.find(
-              (x) => x.parent?.type === 'Folder' && x.parent.value === cur && x.name === name,
-            );
-            if (f) {
-              cur = f.moref;
-              if (last) return moref('Folder', f.moref);
-              continue;
-            }
-            const vm = last ? w.vms.find((v) => v.folder === cur && v.name === name) : undefined;
-            return vm ? moref('VirtualMachine', vm.moref) : undefined;
-          }
-          return moref('Folder', VM_FOLDER);
-        }
-        if (p[1] === 'datastore' && p.length === 3) {
-          const ds = w.datastores.find((d) => d.name === p[2]);
-          return ds ? moref('Datastore', ds.moref) : undefined;
-        }
-        if (p[1] === 'host' && p.length >= 3) {
-          const h = w.hosts.find((x) => x.name === p[p.length - 1]);
-          return h ? moref('HostSystem', h.moref) : undefined;
-        }
-        return undefined;
-      }
+      case 'FindByInventoryPath':
+        return this.findByInventoryPath(String(a.inventoryPath ?? ''));
       case 'CreateVM_Task': {
         const folder = ref(a._this);
         if (folder.type !== 'Folder') {
@@ -723,13 +694,56 @@ export class LabVimServer {
     }
   }
 
+  /**
+   * SearchIndex.FindByInventoryPath as vCenter and vcsim answer it: from the root folder, each
+   * `/`-separated name (empty ones skipped, so a leading `/` is optional) picks the child of that
+   * name: a folder's childEntity; a datacenter's vm, host, datastore and network folders; a
+   * ComputeResource's host and root pool; a pool's VMs. Nothing there: no value, not a fault.
+   */
+  private findByInventoryPath(path: string): MoRef | undefined {
+    const names = path.split('/').filter(Boolean);
+    if (names.length === 0) return undefined;
+    let cur: MoRef | undefined = moref('Folder', ROOT_FOLDER);
+    for (const name of names) {
+      cur = this.inventoryChildren(cur).find((c) => this.property(c, 'name') === name);
+      if (cur === undefined) return undefined;
+    }
+    return cur;
+  }
+
+  /** The children an inventory path walks through (vcsim's SearchIndex.FindChild). */
+  private inventoryChildren(obj: MoRef): MoRef[] {
+    const w = this.world;
+    switch (obj.type) {
+      case 'Folder':
+        return w.folderChildren(obj.value);
+      case 'Datacenter':
+        return [VM_FOLDER, HOST_FOLDER, DATASTORE_FOLDER, NETWORK_FOLDER].map((f) => moref('Folder', f));
+      case 'ComputeResource': {
+        const h = w.computeResourceHost(obj.value);
+        return [moref('HostSystem', h.moref), moref('ResourcePool', w.resourcePoolOf(h))];
+      }
+      case 'ResourcePool': {
+        const h = w.resourcePoolHost(obj.value);
+        return w.vms.filter((v) => v.host === h.moref).map((v) => moref('VirtualMachine', v.moref));
+      }
+      default:
+        return [];
+    }
+  }
+
   /** The objects a traversal path leads to from `obj` (MoRef-valued properties only). */
   private traverse(obj: MoRef, path: string): MoRef[] {
     const w = this.world;
     if (obj.type === 'ContainerView' && path === 'view') return this.viewContents(obj.value);
     if (obj.type === 'Folder' && path === 'childEntity') return w.folderChildren(obj.value);
     if (obj.type === 'Datacenter') {
-      const f = { vmFolder: VM_FOLDER, hostFolder: HOST_FOLDER, datastoreFolder: DATASTORE_FOLDER }[path];
+      const f = {
+        vmFolder: VM_FOLDER,
+        hostFolder: HOST_FOLDER,
+        datastoreFolder: DATASTORE_FOLDER,
+        networkFolder: NETWORK_FOLDER,
+      }[path];
       if (f !== undefined) return [moref('Folder', f)];
     }
     let v: VimValue | undefined;
@@ -886,6 +900,7 @@ export class LabVimServer {
         if (path === 'vmFolder') return moref('Folder', VM_FOLDER);
         if (path === 'hostFolder') return moref('Folder', HOST_FOLDER);
         if (path === 'datastoreFolder') return moref('Folder', DATASTORE_FOLDER);
+        if (path === 'networkFolder') return moref('Folder', NETWORK_FOLDER);
         if (path === 'parent') return moref('Folder', ROOT_FOLDER);
         break;
       case 'Folder': {

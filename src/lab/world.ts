@@ -182,6 +182,7 @@ export const ROOT_FOLDER = 'group-d1';
 export const VM_FOLDER = 'group-v3';
 export const HOST_FOLDER = 'group-h4';
 export const DATASTORE_FOLDER = 'group-s5';
+export const NETWORK_FOLDER = 'group-n6';
 
 interface WorldState {
   version: 1;
@@ -269,6 +270,10 @@ export class LabWorld {
         this.state.folders = this.baseFolders();
         for (const vm of this.state.vms) vm.folder ??= VM_FOLDER;
       }
+      // Inventories saved before the network folder existed.
+      if (!this.state.folders.some((f) => f.moref === NETWORK_FOLDER)) {
+        this.state.folders.push(this.baseFolders().find((f) => f.moref === NETWORK_FOLDER)!);
+      }
       this.ensureNetworks();
       return;
     }
@@ -347,6 +352,7 @@ export class LabWorld {
       { moref: VM_FOLDER, name: 'vm', parent: dc },
       { moref: HOST_FOLDER, name: 'host', parent: dc },
       { moref: DATASTORE_FOLDER, name: 'datastore', parent: dc },
+      { moref: NETWORK_FOLDER, name: 'network', parent: dc },
     ];
   }
 
@@ -587,6 +593,8 @@ export class LabWorld {
         return [...sub, ...this.state.hosts.map((h) => moref('ComputeResource', this.computeResourceOf(h)))];
       case DATASTORE_FOLDER:
         return [...sub, ...this.state.datastores.map((d) => moref('Datastore', d.moref))];
+      case NETWORK_FOLDER:
+        return [...sub, ...this.networks.map((n) => moref('Network', n.moref))];
       default:
         return [
           ...sub,
@@ -1912,6 +1920,14 @@ export class LabWorld {
         // A record naming a file that is gone shows nothing.
       }
     }
+    return this.devicesWith(vm, disks);
+  }
+
+  /**
+   * A device list around `disks`: the SCSI controllers, the disks, and the network cards on their
+   * PCI controller. Live VMs and snapshots alike (vcsim's snapshots show the cards too).
+   */
+  private devicesWith(vm: VmState, disks: VimObject[]): VimObject[] {
     const nics = this.nicDevices(vm);
     if (nics.length === 0) return [...this.controllerDevices(vm, disks), ...disks];
     // The PCI controller the cards are on (shown only with cards, as lab VMs always were).
@@ -1947,8 +1963,8 @@ export class LabWorld {
                 network: net ? moref('Network', net.moref) : undefined,
               },
         connectable: {
+          // No migrateConnect: vcsim leaves it unset (the client does not read it).
           _type: 'VirtualDeviceConnectInfo',
-          migrateConnect: 'unset',
           startConnected: n.startConnected,
           allowGuestControl: true,
           connected: vm.powerState === 'poweredOn' && n.startConnected,
@@ -1990,7 +2006,7 @@ export class LabWorld {
         sd.changeId,
       );
     });
-    return [...this.controllerDevices(vm, disks), ...disks];
+    return this.devicesWith(vm, disks);
   }
 
   snapshotInfo(vm: VmState): VimObject | undefined {

@@ -137,10 +137,20 @@ export async function findVmsByBiosUuid(client: VimClient, uuid: string): Promis
   }
 }
 
+/**
+ * The managed object at an inventory path (`SearchIndex.FindByInventoryPath`), e.g.
+ * `/dc1/vm/prod/web01` (govc's notation; vCenter also takes it without the leading `/`), or
+ * undefined when nothing is there (the server answers with no value, not a fault).
+ */
+export async function findByInventoryPath(client: VimClient, path: string): Promise<MoRef | undefined> {
+  const r = await client.call('FindByInventoryPath', { _this: searchIndex(client), inventoryPath: path });
+  return isMoRef(r) ? r : undefined;
+}
+
 /** Finds a VM by inventory path, e.g. `dc1/vm/web01`. */
 export async function findVmByPath(client: VimClient, path: string): Promise<MoRef> {
-  const r = await client.call('FindByInventoryPath', { _this: searchIndex(client), inventoryPath: path });
-  if (!isMoRef(r) || r.type !== 'VirtualMachine') {
+  const r = await findByInventoryPath(client, path);
+  if (r?.type !== 'VirtualMachine') {
     throw new VimLookupError(`no VM at inventory path ${path} on ${client.transport.url}`);
   }
   return r;

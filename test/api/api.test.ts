@@ -207,6 +207,23 @@ describe('API: policies and run now', () => {
       body: policyBody('x', { vmSelection: { morefs: ['web01'] } }),
     });
     assert.match(errMsg(badVm.json), /body\.vmSelection\.morefs\.0: must be a VM managed object reference/);
+    for (const [folders, bad] of [
+      [['prod'], 0],
+      [['group-v3', '/dc1/vm//prod'], 1],
+      [['/dc1/vm', '/'], 1],
+      [['/dc1/vm/prod/'], 0],
+    ] as const) {
+      const badFolder = await h.call('POST', '/api/v1/policies', {
+        body: policyBody('x', { vmSelection: { folders } }),
+      });
+      assert.equal(badFolder.status, 400, JSON.stringify(folders));
+      assert.match(
+        errMsg(badFolder.json),
+        new RegExp(
+          `body\\.vmSelection\\.folders\\.${bad}: must be a folder managed object reference such as group-v3, or an inventory path starting with /`,
+        ),
+      );
+    }
     const badMode = await h.call('POST', '/api/v1/policies', {
       body: policyBody('x', { consistency: 'perfect' }),
     });
@@ -343,6 +360,33 @@ describe('API: policies and run now', () => {
       assert.equal((await h.call('DELETE', `/api/v1/policies/${id}`)).status, 204);
     }
     assert.equal((await h.call('DELETE', `/api/v1/policies/${String(obj(r.json).id)}`)).status, 404);
+  });
+
+  test('run now on a policy selecting folders by inventory path queues the same VMs; a path to a VM is 422 saying so', async () => {
+    const vm = (name: string) => h.lab.world.vms.find((v) => v.name === name)!.moref;
+    const r = await h.call('POST', '/api/v1/policies', {
+      body: policyBody('by-path', { vmSelection: { folders: ['/dc1/vm/prod'] }, schedule: null }),
+    });
+    assert.equal(r.status, 201, r.text);
+    assert.deepEqual((obj(r.json).vmSelection as { folders: string[] }).folders, ['/dc1/vm/prod']);
+    const run = await h.call('POST', `/api/v1/policies/${String(obj(r.json).id)}/run`, { body: {} });
+    assert.equal(run.status, 202, run.text);
+    const jobs = s.policyRunResponse.parse(run.json).jobs;
+    assert.deepEqual(jobs.map((j) => j.vmMoref).sort(), [vm('web01'), vm('web02')].sort());
+    for (const j of jobs) assert.equal((await h.call('POST', `/api/v1/jobs/${j.jobId}/cancel`)).status, 202);
+    const toVm = await h.call('POST', '/api/v1/policies', {
+      body: policyBody('path-to-vm', { vmSelection: { folders: ['/dc1/vm/db01'] }, schedule: null }),
+    });
+    assert.equal(toVm.status, 201, toVm.text);
+    const bad = await h.call('POST', `/api/v1/policies/${String(obj(toVm.json).id)}/run`, { body: {} });
+    assert.equal(bad.status, 422);
+    assert.match(
+      errMsg(bad.json),
+      /policy path-to-vm selects folder \/dc1\/vm\/db01, but that inventory path is a VirtualMachine \(vm-\d+\), not a folder/,
+    );
+    for (const id of [String(obj(r.json).id), String(obj(toVm.json).id)]) {
+      assert.equal((await h.call('DELETE', `/api/v1/policies/${id}`)).status, 204);
+    }
   });
 
   test('run now on a policy with an unknown folder is 422 naming the folder', async () => {

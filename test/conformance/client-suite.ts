@@ -8,6 +8,7 @@ import { parseControllers } from '../../src/vsphere/disks.js';
 import { ManagedObjectNotFoundError } from '../../src/vsphere/errors.js';
 import { hostNetworks, placeNics, type KeptNic } from '../../src/vsphere/nics.js';
 import {
+  findByInventoryPath,
   findSelfVm,
   findVmByInstanceUuid,
   findVmByMoref,
@@ -18,6 +19,7 @@ import {
   listVms,
   type VmInfo,
 } from '../../src/vsphere/inventory.js';
+import { retrieveOne } from '../../src/vsphere/property.js';
 import {
   createSnapshot,
   listSnapshots,
@@ -35,7 +37,12 @@ export interface ClientTarget {
   connect(): Promise<VimClient>;
   /** Maps a datastore path to a local file path, to prove a detach kept the file. */
   localFile(dsPath: string, datastores: { name: string; url: string }[]): string | undefined;
+  /** The datacenter's name; below its vm folder the target has the folder `NESTED_FOLDER`. */
+  readonly datacenter: string;
 }
+
+/** A nested VM folder every target has below its datacenter's vm folder. */
+export const NESTED_FOLDER = 'conformance/nested';
 
 function serialOf(uuid: string): string {
   const hex = uuid.replace(/-/g, '');
@@ -83,6 +90,56 @@ export function registerClientSuite(target: ClientTarget): void {
     assert.equal((await findVmByMoref(client, vm.ref.value)).value, vm.ref.value);
     assert.equal((await findSelfVm(client, { productSerial: serialOf(vm.biosUuid!) })).value, vm.ref.value);
     assert.equal((await findSelfVm(client, { productUuid: swapped(vm.biosUuid!) })).value, vm.ref.value);
+  });
+
+  test(`${target.name}: FindByInventoryPath finds a datacenter, its folders, a nested folder and a VM; an unknown path is no value`, async () => {
+    const dc = `/${target.datacenter}`;
+    const dcRef = await findByInventoryPath(client, dc);
+    assert.equal(dcRef?.type, 'Datacenter');
+    const dcProps = await retrieveOne(client, dcRef, [
+      'vmFolder',
+      'hostFolder',
+      'datastoreFolder',
+      'networkFolder',
+    ]);
+    for (const [name, prop] of [
+      ['vm', 'vmFolder'],
+      ['host', 'hostFolder'],
+      ['datastore', 'datastoreFolder'],
+      ['network', 'networkFolder'],
+    ] as const) {
+      assert.deepEqual(
+        await findByInventoryPath(client, `${dc}/${name}`),
+        dcProps.props.get(prop),
+        `${dc}/${name}`,
+      );
+    }
+    // Without the leading slash (vim25's own notation) and with a trailing one: the same object.
+    assert.deepEqual(
+      await findByInventoryPath(client, `${target.datacenter}/vm/`),
+      dcProps.props.get('vmFolder'),
+    );
+
+    const nested = await findByInventoryPath(client, `${dc}/vm/${NESTED_FOLDER}`);
+    assert.equal(nested?.type, 'Folder');
+    const nestedProps = await retrieveOne(client, nested, ['name', 'parent']);
+    assert.equal(nestedProps.props.get('name'), NESTED_FOLDER.split('/').pop());
+    const parent = await findByInventoryPath(client, `${dc}/vm/${NESTED_FOLDER.split('/')[0]!}`);
+    assert.deepEqual(nestedProps.props.get('parent'), parent);
+
+    const vm = vms.find((v) => !v.template)!;
+    const vmParent = (await retrieveOne(client, vm.ref, ['parent'])).props.get('parent');
+    assert.deepEqual(vmParent, dcProps.props.get('vmFolder'), `${vm.name} is directly in the vm folder`);
+    assert.deepEqual(await findByInventoryPath(client, `${dc}/vm/${vm.name}`), vm.ref);
+
+    for (const unknown of [
+      `${dc}/vm/no-such-folder`,
+      `${dc}/vm/${vm.name}/below-a-vm`,
+      '/no-such-datacenter',
+      '/',
+    ]) {
+      assert.equal(await findByInventoryPath(client, unknown), undefined, unknown);
+    }
   });
 
   test(`${target.name}: a missing VM is ManagedObjectNotFound naming it`, async () => {

@@ -33,5 +33,7 @@ if (!avail.ok && process.env.CI === 'true') {
       const ds = datastores.find((d) => d.name === m?.[1]);
       return ds && m ? join(ds.url, m[2]!) : undefined;
     },
+    // vcsim's VPX model; test/conformance/vcsim/main.go adds NESTED_FOLDER below DC0/vm.
+    datacenter: 'DC0',
   });
 }

@@ -89,3 +89,56 @@ test('an unknown folder is a clear error naming it and the policy', async () => 
     return true;
   });
 });
+
+test('a folder given by inventory path selects the same VMs as by moref, nested folders too', async () => {
+  for (const [path, name] of [
+    ['/dc1/vm/prod', 'prod'],
+    ['/dc1/vm/prod/web', 'web'],
+  ] as const) {
+    const byPath = await resolvePolicyVms(rt, await policy({ folders: [path] }));
+    const byMoref = await resolvePolicyVms(rt, await policy({ folders: [folder(name)] }));
+    const sort = (l: { moref: string }[]) => [...l].sort((a, b) => a.moref.localeCompare(b.moref));
+    assert.deepEqual(sort(byPath), sort(byMoref), path);
+    assert.ok(byPath.length > 0);
+  }
+  const all = await resolvePolicyVms(rt, await policy({ folders: ['/dc1/vm'] }));
+  assert.deepEqual(all.map((v) => v.moref).sort(), [vm('web01'), vm('web02'), vm('db01')].sort());
+});
+
+test('an inventory path that leads nowhere is a clear error naming the path, the policy and renames', async () => {
+  const p = await policy({ folders: ['/dc1/vm/prod/no-such-folder'] });
+  await assert.rejects(resolvePolicyVms(rt, p), (err: unknown) => {
+    assert.ok(err instanceof JobError);
+    assert.equal(err.code, 'POLICY_FOLDER_NOT_FOUND');
+    assert.match(
+      err.message,
+      new RegExp(
+        `^policy ${p.name} selects folder /dc1/vm/prod/no-such-folder, but no object of its vCenter has that inventory path`,
+      ),
+    );
+    assert.match(err.message, /renamed or moved/);
+    assert.match(err.message, /fix the policy's vmSelection\.folders/);
+    return true;
+  });
+});
+
+test('an inventory path to a VM (or a datacenter) is a clear error saying what it is instead', async () => {
+  const p = await policy({ folders: ['/dc1/vm/prod/web01'] });
+  await assert.rejects(resolvePolicyVms(rt, p), (err: unknown) => {
+    assert.ok(err instanceof JobError);
+    assert.equal(err.code, 'POLICY_FOLDER_NOT_FOUND');
+    assert.equal(
+      err.message,
+      `policy ${p.name} selects folder /dc1/vm/prod/web01, but that inventory path is a VirtualMachine (${vm('web01')}), ` +
+        "not a folder; fix the policy's vmSelection.folders: to protect that VM alone, put its moref in vmSelection.morefs",
+    );
+    return true;
+  });
+  const d = await policy({ folders: ['/dc1'] });
+  await assert.rejects(resolvePolicyVms(rt, d), (err: unknown) => {
+    assert.ok(err instanceof JobError);
+    assert.equal(err.code, 'POLICY_FOLDER_NOT_FOUND');
+    assert.match(err.message, /is a Datacenter \(datacenter-\d+\), not a folder; .*give its vm folder/);
+    return true;
+  });
+});

@@ -121,8 +121,9 @@ before(async () => {
     }),
   );
   c = await t.connect();
-  esx1 = await find('dc1/host/esx1');
-  esx2 = await find('dc1/host/esx2');
+  // A standalone host is below its ComputeResource of the same name, as in vCenter and vcsim.
+  esx1 = await find('dc1/host/esx1/esx1');
+  esx2 = await find('dc1/host/esx2/esx2');
   prod = await find('dc1/vm/prod');
   const cr = (await props(esx1, ['parent'])).get('parent');
   assert.ok(isMoRef(cr));

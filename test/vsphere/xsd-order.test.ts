@@ -7,6 +7,7 @@ import { createVm, destroyVm, placementFor } from '../../src/vsphere/vm-lifecycl
 import { hostNetworks, placeNics } from '../../src/vsphere/nics.js';
 import { attachDisk, detachDisk, readExtraConfig, writeExtraConfig } from '../../src/vsphere/devices.js';
 import {
+  findByInventoryPath,
   findSelfVm,
   findVmByInstanceUuid,
   findVmByPath,
@@ -45,6 +46,9 @@ before(async () => {
   const web = await findVmByPath(c, 'dc1/vm/web01');
   const db = await findVmByPath(c, 'dc1/vm/db01');
   const proxy = await findVmByPath(c, 'dc1/vm/proxy01');
+  // A policy's folder by inventory path (govc's notation), and a path that leads nowhere (no returnval).
+  assert.equal((await findByInventoryPath(c, '/dc1/vm'))?.type, 'Folder');
+  assert.equal(await findByInventoryPath(c, '/dc1/vm/no-such-folder'), undefined);
   const info = await getVm(c, web);
   await findVmByInstanceUuid(c, info.instanceUuid!);
   await findSelfVm(c, { productUuid: info.biosUuid! });

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
@@ -16,8 +17,29 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 )
+
+// addNestedFolder creates DC0/vm/conformance/nested (the suite's NESTED_FOLDER) through the API,
+// as an administrator would; the VPX model has no VM folders of its own.
+func addNestedFolder(s *simulator.Server) error {
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, s.URL, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	dc := simulator.Map.Any("Datacenter").(*simulator.Datacenter)
+	parent := object.NewFolder(c.Client, dc.VmFolder)
+	for _, name := range []string{"conformance", "nested"} {
+		if parent, err = parent.CreateFolder(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func main() {
 	idle := flag.Duration("session-idle", 0, "expire sessions idle longer than this (0: never)")
@@ -35,6 +57,10 @@ func main() {
 	model.Service.TLS = new(tls.Config)
 	s := model.Service.NewServer()
 	defer s.Close()
+	if err := addNestedFolder(s); err != nil {
+		fmt.Fprintln(os.Stderr, "vcsim: creating the nested folder:", err)
+		os.Exit(1)
+	}
 
 	sum := sha256.Sum256(s.Certificate().Raw)
 	hex := make([]string, len(sum))
