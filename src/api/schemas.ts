@@ -8,9 +8,11 @@ import { JOB_STATES, JOB_TYPES } from '../catalog/jobs.js';
  */
 
 export const idParams = z.strictObject({ id: z.uuid() });
+/** A folder's moref as vCenter numbers them (group-v3, group-h4, ...): the pattern's body. */
+const FOLDER_MOREF = 'group-[a-z]?\\d+';
 const folderMoref = z
   .string()
-  .regex(/^group-[a-z]?\d+$/, 'must be a folder managed object reference such as group-v3');
+  .regex(new RegExp(`^${FOLDER_MOREF}$`), 'must be a folder managed object reference such as group-v3');
 /**
  * A policy's folder: a folder moref, or an absolute inventory path (`/<datacenter>/vm/<folder>/...`,
  * govc's notation), resolved when the policy runs.
@@ -19,7 +21,7 @@ const policyFolder = z
   .string()
   .max(4096)
   .regex(
-    /^(group-[a-z]?\d+|(\/[^/]+)+)$/,
+    new RegExp(`^(${FOLDER_MOREF}|(/[^/]+)+)$`),
     'must be a folder managed object reference such as group-v3, or an inventory path starting with / whose segments are not empty, such as /dc1/vm/prod',
   );
 export const vmMoref = z.string().regex(/^vm-\d+$/, 'must be a VM managed object reference such as vm-42');

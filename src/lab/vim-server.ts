@@ -13,9 +13,9 @@ import {
   schemaTypes,
 } from '../vsphere/wire/schema.js';
 import {
+  arrayItems,
   arrayOf,
   isMoRef,
-  isVimObject,
   moref,
   type MoRef,
   type VimObject,
@@ -752,8 +752,7 @@ export class LabVimServer {
     } catch {
       return [];
     }
-    // Array properties are ArrayOf<item> values ({ _type, [item]: [...] }).
-    const items = isVimObject(v) && v._type.startsWith('ArrayOf') ? v[v._type.slice(7)] : v;
+    const items = arrayItems(v); // array properties are ArrayOf<item> values
     const list = Array.isArray(items) ? items : items === undefined ? [] : [items];
     return list.filter(isMoRef);
   }

@@ -59,6 +59,11 @@ export function arrayOf(itemType: string, items: VimValue[]): VimObject {
   return { _type: `ArrayOf${itemType}`, [itemType]: items };
 }
 
+/** The items of an `ArrayOf<item>` value (what `arrayOf` builds); any other value as it is. */
+export function arrayItems(v: VimValue | undefined): VimValue | undefined {
+  return isVimObject(v) && v._type.startsWith('ArrayOf') ? v[v._type.slice('ArrayOf'.length)] : v;
+}
+
 /** Converts a decoded long to a number, failing clearly when it is not exactly representable. */
 export function longToNumber(v: VimLong, what: string): number {
   if (typeof v === 'number') return v;
